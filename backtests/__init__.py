@@ -1,0 +1,1 @@
+"""Offline research: engines, metrics, reports, optimisation, bundled sample data."""

@@ -1,0 +1,1 @@
+"""cascade's edge: config, data store and downloads, exchange gateway, risk, replay exchange, CLI."""

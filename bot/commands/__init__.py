@@ -1,0 +1,1 @@
+"""One module per ``cascade`` subcommand; :mod:`bot.cli` registers them."""

@@ -1,0 +1,160 @@
+"""Build the frame contract (docs/architecture.md) from the store.
+
+Every auxiliary series is joined by its availability time onto the bar **close**, backward
+only (methods.md §0.2): a bar ``[t, t+tf)`` sees funding settled in ``(t, t+tf]``, the last
+open-interest snapshot taken at or before ``t+tf``, and liquidation events in ``[t, t+tf)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bot.errors import DataError
+from bot.store import DatasetKey, Store
+from bot.timeframes import timeframe_to_timedelta
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "backtests" / "sample_data"
+
+
+def stores_for(data_dir: Path | str, use_sample: bool = True) -> list[Store]:
+    """The user's store first, then (optionally) the bundled read-only sample."""
+    stores = [Store(data_dir)]
+    if use_sample and SAMPLE_DIR.is_dir() and Path(data_dir).resolve() != SAMPLE_DIR:
+        stores.append(Store(SAMPLE_DIR, source="sample"))
+    return stores
+
+
+def _read_first(stores: list[Store], key: DatasetKey) -> pd.DataFrame | None:
+    for store in stores:
+        frame = store.read(key)
+        if frame is not None:
+            return frame
+    return None
+
+
+def _base(symbol: str) -> str:
+    return symbol.split("/")[0]
+
+
+def _find_related(stores: list[Store], kind: str, base: str, exchanges: list[str]) -> list[DatasetKey]:
+    """Keys of ``kind`` for the same base currency, preferring the order of ``exchanges``."""
+    found: dict[tuple[str, str, str], DatasetKey] = {}
+    for store in stores:
+        for key in store.keys():
+            if key.kind == kind and _base(key.symbol) == base and key.exchange in exchanges:
+                found.setdefault((key.exchange, key.symbol, key.timeframe), key)
+    return sorted(found.values(), key=lambda k: exchanges.index(k.exchange))
+
+
+def join_funding(frame: pd.DataFrame, funding: pd.DataFrame, timeframe: str) -> pd.Series:
+    """Funding rate settled at each bar's close (NaN elsewhere).
+
+    A settlement at τ (floored to the second: Binance stamps a few ms late) belongs to the bar
+    with ``open < τ <= close``; several settlements inside one bar are summed.
+    """
+    step = timeframe_to_timedelta(timeframe)
+    opens = frame.index.as_unit("ns").asi8
+    closes = opens + step.value
+    tau = funding.index.floor("s").as_unit("ns").asi8
+    pos = np.searchsorted(closes, tau, side="left")
+    inside = pos < len(frame)
+    inside[inside] &= opens[pos[inside]] < tau[inside]
+    out = pd.Series(np.nan, index=frame.index, name="funding_rate")
+    rates = funding["funding_rate"].to_numpy(dtype=float)[inside]
+    if rates.size:
+        summed = pd.Series(rates).groupby(pos[inside]).sum()
+        out.iloc[summed.index.to_numpy()] = summed.to_numpy()
+    return out
+
+
+def join_asof_close(frame: pd.DataFrame, series: pd.DataFrame, columns: list[str], timeframe: str,
+                    tolerance: pd.Timedelta) -> pd.DataFrame:
+    """Backward as-of join of ``series`` (indexed by availability time) onto the bar closes."""
+    step = timeframe_to_timedelta(timeframe)
+    left = pd.DataFrame({"close_time": (frame.index + step).as_unit("ns")})
+    right = series[columns].copy()
+    right.index = right.index.as_unit("ns")
+    right = right.rename_axis("available_at").reset_index()
+    joined = pd.merge_asof(left, right, left_on="close_time", right_on="available_at",
+                           direction="backward", tolerance=tolerance)
+    joined.index = frame.index
+    return joined[columns]
+
+
+def join_liquidations(frame: pd.DataFrame, events: list[pd.DataFrame], timeframe: str) -> pd.DataFrame:
+    """Per-bar realised liquidation sums (USD) by liquidated side; NaN outside the recorded span."""
+    step = timeframe_to_timedelta(timeframe)
+    out = pd.DataFrame(np.nan, index=frame.index, columns=["liq_long_usd", "liq_short_usd"])
+    for ev in events:
+        if ev.empty:
+            continue
+        bar = ev.index.floor(step)
+        covered = (frame.index >= ev.index[0].floor(step)) & (frame.index <= ev.index[-1].floor(step))
+        for side, col in (("long", "liq_long_usd"), ("short", "liq_short_usd")):
+            sums = ev["value"].where(ev["side"] == side, 0.0).groupby(bar).sum()
+            add = sums.reindex(frame.index).fillna(0.0).where(covered)
+            out[col] = out[col].add(add, fill_value=0.0)
+    return out
+
+
+def load_frame(
+    data_dir: Path | str,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+    use_sample: bool = True,
+    open_interest_source: str | None = "hyperliquid",
+) -> pd.DataFrame:
+    """The frame contract for (exchange, symbol, timeframe), bars with ``start <= open < end``.
+
+    Open interest comes from the same exchange when stored, else from ``open_interest_source``
+    for the same base currency (converted to contracts at import). Realised liquidations are the
+    sum over every stored venue for the base currency.
+    """
+    step = timeframe_to_timedelta(timeframe)
+    stores = stores_for(data_dir, use_sample)
+    ohlcv = _read_first(stores, DatasetKey(exchange, symbol, "ohlcv", timeframe))
+    if ohlcv is None:
+        raise DataError(f"no {timeframe} candles stored for {exchange} {symbol} in {data_dir}; "
+                        f"run 'cascade download --exchange {exchange} --symbols {symbol} --timeframe {timeframe}' "
+                        "or 'cascade import-data PATH'")
+    frame = ohlcv.copy()
+    if start is not None:
+        frame = frame[frame.index >= start]
+    if end is not None:
+        frame = frame[frame.index < end]
+    if frame.empty:
+        raise DataError(f"no {timeframe} candles for {exchange} {symbol} between {start} and {end} "
+                        f"(stored: {ohlcv.index[0]} to {ohlcv.index[-1]}); change --from/--to")
+
+    mark = _read_first(stores, DatasetKey(exchange, symbol, "mark", timeframe))
+    if mark is not None:
+        mark = mark.reindex(frame.index)
+        for col in ("open", "high", "low", "close"):
+            frame[f"mark_{col}"] = mark[col]
+
+    funding = _read_first(stores, DatasetKey(exchange, symbol, "funding_rate"))
+    if funding is not None and not funding.empty:
+        frame["funding_rate"] = join_funding(frame, funding, timeframe)
+
+    oi_exchanges = [exchange] + ([open_interest_source] if open_interest_source else [])
+    oi_keys = _find_related(stores, "open_interest", _base(symbol), oi_exchanges)
+    if oi_keys:
+        key = min(oi_keys, key=lambda k: (oi_exchanges.index(k.exchange), k.timeframe != timeframe))
+        oi = _read_first(stores, key)
+        if oi is not None and not oi.empty:
+            tolerance = 2 * max(step, timeframe_to_timedelta(key.timeframe))
+            frame["open_interest"] = join_asof_close(frame, oi, ["open_interest"], timeframe, tolerance)[
+                "open_interest"]
+
+    exchanges_all = sorted({k.exchange for s in stores for k in s.keys()})
+    liq_keys = _find_related(stores, "liquidations", _base(symbol), exchanges_all)
+    if liq_keys:
+        events = [e for k in liq_keys if (e := _read_first(stores, k)) is not None]
+        frame[["liq_long_usd", "liq_short_usd"]] = join_liquidations(frame, events, timeframe)
+    return frame

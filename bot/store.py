@@ -1,0 +1,221 @@
+"""The data store: one Parquet file per (exchange, symbol, kind, timeframe).
+
+Layout under the data directory::
+
+    <dir>/<exchange>/<BTC_USDT_USDT>/<kind>-<timeframe>.parquet   (ohlcv, mark, open_interest)
+    <dir>/<exchange>/<BTC_USDT_USDT>/<kind>.parquet               (funding_rate, liquidations)
+
+Each file holds a UTC ``time`` index plus the kind's columns; the unified symbol, kind and
+timeframe are kept in the Parquet schema metadata so listings need no parsing of file names.
+Writes are atomic (temp file in the same folder, then ``os.replace``) and incremental: new rows
+are merged with what is stored and de-duplicated on time (on the whole row for event kinds).
+
+Stored columns by kind (``time`` means):
+
+* ``ohlcv``          bar open time: open, high, low, close, volume [, taker_buy_volume]
+* ``mark``           bar open time: open, high, low, close
+* ``funding_rate``   settlement time: funding_rate [, mark_price]
+* ``open_interest``  snapshot time: open_interest (contracts), open_interest_value (USD)
+* ``liquidations``   event time: side ("long"/"short" = the liquidated position), price, amount, value (USD)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bot.errors import DataError
+from bot.timeframes import timeframe_to_timedelta
+
+KINDS: tuple[str, ...] = ("ohlcv", "mark", "funding_rate", "open_interest", "liquidations")
+EVENT_KINDS = frozenset({"funding_rate", "liquidations"})  # no timeframe in the key
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "ohlcv": ("open", "high", "low", "close", "volume"),
+    "mark": ("open", "high", "low", "close"),
+    "funding_rate": ("funding_rate",),
+    "open_interest": ("open_interest",),
+    "liquidations": ("side", "price", "amount", "value"),
+}
+_META_KEY = b"cascade"
+
+
+@dataclass(frozen=True)
+class DatasetKey:
+    """Identifies one stored series. ``timeframe`` is ``""`` for event kinds."""
+
+    exchange: str
+    symbol: str
+    kind: str
+    timeframe: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise DataError(f"unknown data kind '{self.kind}'; use one of {', '.join(KINDS)}")
+        if self.kind in EVENT_KINDS:
+            object.__setattr__(self, "timeframe", "")
+        elif not self.timeframe:
+            raise DataError(f"kind '{self.kind}' needs a timeframe")
+
+    @property
+    def filename(self) -> str:
+        return f"{self.kind}.parquet" if not self.timeframe else f"{self.kind}-{self.timeframe}.parquet"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Summary of one stored dataset, as shown by ``cascade data-info``."""
+
+    exchange: str
+    symbol: str
+    kind: str
+    timeframe: str | None
+    start: str | None
+    end: str | None
+    rows: int
+    gaps: int
+    source: str = "data"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def symbol_to_dirname(symbol: str) -> str:
+    """``BTC/USDT:USDT`` -> ``BTC_USDT_USDT`` (freqtrade's convention)."""
+    return symbol.replace("/", "_").replace(":", "_")
+
+
+def count_gaps(index: pd.DatetimeIndex, timeframe: str) -> int:
+    """Number of missing bars between the first and last timestamp of a regular series."""
+    if not timeframe or len(index) < 2:
+        return 0
+    step = timeframe_to_timedelta(timeframe)
+    expected = int((index[-1] - index[0]) / step) + 1
+    return max(0, expected - len(index))
+
+
+def validate_series(frame: pd.DataFrame, timeframe: str) -> dict[str, int]:
+    """Report duplicates, out-of-order rows and gaps of a time-indexed frame (before cleaning)."""
+    idx = frame.index
+    out_of_order = int((np.diff(idx.asi8) < 0).sum()) if len(idx) > 1 else 0
+    dupes = int(idx.duplicated().sum())
+    clean = idx.unique().sort_values()
+    misaligned = 0
+    if timeframe:
+        step = timeframe_to_timedelta(timeframe)
+        misaligned = int((clean.as_unit("ns").asi8 % int(step / pd.Timedelta(1, "ns")) != 0).sum())
+    return {"duplicates": dupes, "out_of_order": out_of_order, "gaps": count_gaps(clean, timeframe),
+            "misaligned": misaligned}
+
+
+class Store:
+    """Parquet files under one root directory (see module docstring)."""
+
+    def __init__(self, root: Path | str, source: str = "data") -> None:
+        self.root = Path(root)
+        self.source = source
+
+    def path(self, key: DatasetKey) -> Path:
+        return self.root / key.exchange / symbol_to_dirname(key.symbol) / key.filename
+
+    def exists(self, key: DatasetKey) -> bool:
+        return self.path(key).is_file()
+
+    def read(self, key: DatasetKey) -> pd.DataFrame | None:
+        """The stored frame (``time`` index, UTC) or ``None`` when nothing is stored."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            frame = pq.read_table(path).to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise DataError(
+                f"{path} is corrupt or unreadable ({type(err).__name__}); delete it and re-import or re-download"
+            ) from None
+        missing = [c for c in COLUMNS[key.kind] if c not in frame.columns]
+        if frame.index.name != "time" or missing:
+            raise DataError(f"{path} does not hold {key.kind} data (missing {missing or 'time index'}); "
+                            "delete it and re-import or re-download")
+        frame.index = pd.DatetimeIndex(frame.index).tz_convert("UTC") if frame.index.tz else \
+            pd.DatetimeIndex(frame.index).tz_localize("UTC")
+        return frame
+
+    def last_time(self, key: DatasetKey) -> pd.Timestamp | None:
+        frame = self.read(key)
+        return None if frame is None or frame.empty else frame.index[-1]
+
+    def write(self, key: DatasetKey, rows: pd.DataFrame) -> pd.DataFrame:
+        """Merge ``rows`` (``time`` index) into the stored file atomically; return the merged frame."""
+        if rows.index.name != "time":
+            raise ValueError("rows must be indexed by 'time'")
+        rows = rows.copy()
+        rows.index = _utc_index(rows.index)
+        existing = self.read(key)
+        merged = rows if existing is None else pd.concat([existing, rows])
+        merged = _deduplicate(merged, key.kind)
+        self._atomic_write(key, merged)
+        return merged
+
+    def _atomic_write(self, key: DatasetKey, frame: pd.DataFrame) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(frame, preserve_index=True)
+        meta = dict(table.schema.metadata or {})
+        meta[_META_KEY] = json.dumps({"exchange": key.exchange, "symbol": key.symbol, "kind": key.kind,
+                                      "timeframe": key.timeframe}).encode()
+        table = table.replace_schema_metadata(meta)
+        fd, tmp = tempfile.mkstemp(prefix=".cascade-", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp, compression="zstd", compression_level=9)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; stored data is not secret
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def keys(self) -> list[DatasetKey]:
+        """Every dataset stored under the root (leftover temp files are ignored)."""
+        keys = []
+        for path in sorted(self.root.glob("*/*/*.parquet")):
+            try:
+                meta = pq.read_schema(path).metadata or {}
+                info = json.loads(meta[_META_KEY])
+            except (pa.ArrowException, OSError, KeyError, ValueError) as err:
+                raise DataError(f"{path} is corrupt or not a cascade dataset ({type(err).__name__}); "
+                                "delete it and re-import or re-download") from None
+            keys.append(DatasetKey(info["exchange"], info["symbol"], info["kind"], info["timeframe"]))
+        return keys
+
+    def info(self, key: DatasetKey) -> DatasetInfo:
+        frame = self.read(key)
+        assert frame is not None
+        empty = frame.empty
+        return DatasetInfo(
+            exchange=key.exchange, symbol=key.symbol, kind=key.kind, timeframe=key.timeframe or None,
+            start=None if empty else frame.index[0].isoformat(), end=None if empty else frame.index[-1].isoformat(),
+            rows=len(frame), gaps=0 if key.kind in EVENT_KINDS else count_gaps(frame.index, key.timeframe),
+            source=self.source,
+        )
+
+
+def _utc_index(index: pd.Index) -> pd.DatetimeIndex:
+    idx = pd.DatetimeIndex(index)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    return idx.as_unit("ms").rename("time")
+
+
+def _deduplicate(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Sort by time; drop repeated times (keep the newest row) or repeated events."""
+    if kind == "liquidations":
+        frame = frame.reset_index().drop_duplicates().set_index("time")
+    else:
+        frame = frame[~frame.index.duplicated(keep="last")]
+    return frame.sort_index(kind="stable")

@@ -1,0 +1,1 @@
+"""Pure feature functions over the frame contract: liquidation map, funding, levels."""
