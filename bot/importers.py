@@ -225,7 +225,7 @@ class Importer:
         if dropped:
             self.report.problems.append(f"{file.name}: {dropped} {symbol} open-interest rows had no price to "
                                         "convert with and were not imported")
-        spacing = pd.Series(rows.index).diff().median()
+        spacing = pd.Series(rows.index).diff().mode().min()  # the usual spacing; gaps do not change it
         timeframe = _timedelta_to_timeframe(spacing) if pd.notna(spacing) else "1h"
         self._write(DatasetKey(venue, symbol, "open_interest", timeframe), rows, file)
 
@@ -290,7 +290,7 @@ def _csv_members(file: Path) -> Iterable[tuple[str, str]]:
 def _csv(text: str, columns: list[str] | None) -> pd.DataFrame:
     """Read a Binance CSV; ``columns`` names a header-less layout (a header row is detected)."""
     first = text.split("\n", 1)[0]
-    has_header = any(c.isalpha() for c in first.replace("e-", "").replace("E-", ""))
+    has_header = not first.split(",")[0].strip().isdigit()
     if columns is None:
         return pd.read_csv(io.StringIO(text))
     frame = pd.read_csv(io.StringIO(text), header=0 if has_header else None)
