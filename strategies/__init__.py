@@ -1,0 +1,99 @@
+"""Pure signal logic: features (:mod:`strategies.features`) and the registered strategies.
+
+Every strategy module follows the strategy contract of docs/architecture.md:
+
+* ``Params``: frozen pydantic dataclass, unknown keys rejected;
+* ``signals(frame, p) -> DataFrame[target, stop, take_profit]`` on ``frame.index`` (decision at bar
+  close, filled by the engines at the next open);
+* ``suggest(trial) -> Params``: the optuna define-by-run search space;
+* ``warmup(p) -> int``: bars before the first valid signal.
+
+The registry is explicit: a new strategy is a new file plus one line in :data:`STRATEGIES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any
+
+from strategies import confluence, funding_reversal, liq_asymmetry, sr_levels
+
+__all__ = ["DEFAULT_STRATEGY", "STRATEGIES", "get_strategy", "make_params"]
+
+STRATEGIES: dict[str, types.ModuleType] = {
+    "liq_asymmetry": liq_asymmetry,
+    "funding_reversal": funding_reversal,
+    "sr_levels": sr_levels,
+    "confluence": confluence,
+}
+
+DEFAULT_STRATEGY = "liq_asymmetry"
+
+
+def get_strategy(name: str) -> types.ModuleType:
+    """The strategy module registered as ``name``; ``KeyError`` with a "did you mean" hint otherwise."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(STRATEGIES), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise KeyError(f"unknown strategy '{name}'{hint}; choose one of: {', '.join(STRATEGIES)}") from None
+
+
+_TRUE = {"1", "true", "yes", "y", "on"}
+_FALSE = {"0", "false", "no", "n", "off"}
+_NONE = {"none", "null", ""}
+
+
+def _convert(value: Any, annotation: Any) -> Any:
+    """Convert a command-line string to ``annotation``'s type; other values are left to pydantic."""
+    if not isinstance(value, str):
+        return value
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    text = value.strip()
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and text.lower() in _NONE:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0]) if len(inner) == 1 else text
+    if annotation is bool:
+        low = text.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        return text  # pydantic reports the bad value
+    if annotation is int:
+        try:
+            return int(float(text)) if float(text).is_integer() else text
+        except ValueError:
+            return text
+    if annotation is float:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if origin is typing.Literal:
+        for choice in args:
+            if str(choice) == text:
+                return choice
+    return text  # pydantic reports the bad value / checks membership
+
+
+def make_params(name: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Build ``name``'s ``Params`` from defaults plus ``overrides`` (e.g. ``--param k=v`` pairs).
+
+    String values are converted by the field's type (``"3"`` → 3, ``"true"`` → True, ``"none"`` → None
+    for optional fields). Unknown keys and invalid values raise pydantic's ``ValidationError`` (a
+    ``ValueError``) naming the field; an unknown strategy raises ``KeyError``.
+    """
+    module = get_strategy(name)
+    cls = module.Params
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: (_convert(v, hints[k]) if k in fields else v) for k, v in (overrides or {}).items()}
+    return cls(**kwargs)

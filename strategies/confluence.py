@@ -1,0 +1,135 @@
+"""Confluence: weighted votes of the three strategy families (methods.md §A.5, §B.2, §C.4).
+
+Each family runs with its own default parameters: :mod:`strategies.liq_asymmetry` (A-Magnet),
+:mod:`strategies.funding_reversal` (B-Reset + extreme fade) and :mod:`strategies.sr_levels` (bounce +
+breakout/retest). Its vote at bar ``t`` is the side of its held target (+1, −1 or 0), and
+
+    vote_t = w_liq·side_liq + w_funding·side_funding + w_sr·side_sr.
+
+Enter long on the bar where ``vote`` rises to ``≥ threshold`` (short: falls to ``≤ −threshold``); with
+unit weights the default threshold 1.5 means two families agree and the third does not oppose. Hold
+while the vote keeps the position's sign above ``exit_vote`` (exit when ``side·vote ≤ exit_vote``),
+at most ``max_hold_hours``; flip on an opposite entry.
+
+Stop: the tightest stop among the families voting for the trade, but at least ``stop_atr·ATR14``
+from the entry close (a family without a stop contributes none; if none has one the ATR stop is
+used). Take-profit: the nearest take-profit among those families, NaN if none.
+
+Fixed (not tuned by :func:`suggest`): the three families' default parameters, ``exit_vote = 0``,
+``atr_n = 14``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass
+
+from strategies import funding_reversal, liq_asymmetry, sr_levels
+from strategies.features.indicators import atr, bars_for, hold_positions, infer_timeframe
+
+if TYPE_CHECKING:  # optuna is needed only by the search space
+    import optuna
+
+__all__ = ["Params", "signals", "suggest", "warmup"]
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class Params:
+    """Parameters of the confluence strategy."""
+
+    w_liq: float = 1.0
+    w_funding: float = 1.0
+    w_sr: float = 1.0
+    threshold: float = 1.5
+    exit_vote: float = 0.0
+    stop_atr: float = 1.5
+    max_hold_hours: float = 72.0
+    atr_n: int = 14
+
+
+def family_signals(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The three families' signal frames with their default parameters (liquidation features shared)."""
+    lq = liq_asymmetry.liq_features(frame)
+    return {
+        "liq": liq_asymmetry.signals(frame, liq_asymmetry.Params(), liq=lq),
+        "funding": funding_reversal.signals(frame, funding_reversal.Params()),
+        "sr": sr_levels.signals(frame, sr_levels.Params(), liq=lq),
+    }
+
+
+def signals(frame: pd.DataFrame, p: Params) -> pd.DataFrame:
+    """``target, stop, take_profit`` on ``frame.index`` (module docstring)."""
+    n = len(frame)
+    if n < 6:
+        return pd.DataFrame({"target": np.zeros(n), "stop": np.nan, "take_profit": np.nan}, index=frame.index)
+    tf = infer_timeframe(frame.index)
+    fam = family_signals(frame)
+    weights = {"liq": p.w_liq, "funding": p.w_funding, "sr": p.w_sr}
+    sides = {k: np.sign(v["target"].to_numpy(np.float64)) for k, v in fam.items()}
+    vote = sum(weights[k] * sides[k] for k in fam)
+    prev = np.r_[0.0, vote[:-1]]
+    entry = ((vote >= p.threshold) & (prev < p.threshold)).astype(np.float64) - (
+        (vote <= -p.threshold) & (prev > -p.threshold)
+    ).astype(np.float64)
+
+    P = frame["close"].to_numpy(np.float64)
+    a = atr(frame, p.atr_n).to_numpy()
+    entry[~np.isfinite(a)] = 0.0
+    entry[: warmup(p)] = 0.0
+    stops_l, stops_s, tps_l, tps_s = [], [], [], []
+    for k, v in fam.items():
+        if weights[k] == 0:
+            continue
+        s, t = v["stop"].to_numpy(np.float64), v["take_profit"].to_numpy(np.float64)
+        stops_l.append(np.where(sides[k] > 0, s, np.nan))
+        stops_s.append(np.where(sides[k] < 0, s, np.nan))
+        tps_l.append(np.where(sides[k] > 0, t, np.nan))
+        tps_s.append(np.where(sides[k] < 0, t, np.nan))
+
+    def reduce(arrs: list[np.ndarray], fn) -> np.ndarray:
+        if not arrs:
+            return np.full(n, np.nan)
+        stacked = np.vstack(arrs)
+        out = np.full(n, np.nan)
+        ok = np.isfinite(stacked).any(axis=0)
+        out[ok] = fn(stacked[:, ok], axis=0)
+        return out
+
+    long_stop = np.fmin(reduce(stops_l, np.nanmax), P - p.stop_atr * a)
+    short_stop = np.fmax(reduce(stops_s, np.nanmin), P + p.stop_atr * a)
+    stop = np.where(entry > 0, long_stop, short_stop)
+    tp = np.where(entry > 0, reduce(tps_l, np.nanmin), reduce(tps_s, np.nanmax))
+    return hold_positions(
+        frame,
+        entry,
+        stop=stop,
+        take_profit=tp,
+        exit_long=vote <= p.exit_vote,
+        exit_short=vote >= -p.exit_vote,
+        max_hold=bars_for(p.max_hold_hours, tf),
+    )
+
+
+def suggest(trial: optuna.Trial) -> Params:
+    """Search space: the three weights, threshold, stop_atr, max_hold_hours (the rest fixed)."""
+    return Params(
+        w_liq=trial.suggest_float("w_liq", 0.0, 2.0),
+        w_funding=trial.suggest_float("w_funding", 0.0, 2.0),
+        w_sr=trial.suggest_float("w_sr", 0.0, 2.0),
+        threshold=trial.suggest_float("threshold", 0.5, 3.0),
+        stop_atr=trial.suggest_float("stop_atr", 0.5, 4.0),
+        max_hold_hours=trial.suggest_float("max_hold_hours", 12.0, 168.0),
+    )
+
+
+def warmup(p: Params) -> int:
+    """Bars (1h) before the first valid signal: the slowest family's warm-up."""
+    return max(
+        liq_asymmetry.warmup(liq_asymmetry.Params()),
+        funding_reversal.warmup(funding_reversal.Params()),
+        sr_levels.warmup(sr_levels.Params()),
+    )

@@ -1,0 +1,261 @@
+"""Support/resistance: the bounce and breakout/retest rules of methods.md §C.4.
+
+Zones come from :func:`strategies.features.levels.level_features` (§C.1–C.3: confirmed pivots,
+tolerance clustering, strength score, top 3 zones above and below the close). At bar close ``t``:
+
+* **Bounce long** at a support zone ``Z = [lo, hi]`` (one of the 3 zones below the close, score
+  ``≥ min_score``): ``low_t ≤ hi``, ``close_t > hi``, lower wick ``≥ wick_frac`` of the bar's range and
+  no close below ``lo`` in the previous 3 bars. Stop ``lo − stop_atr·ATR``. Skipped when a dense
+  long-liquidation cluster (liquidation-map feature) sits between ``stop − liq_skip_atr·ATR`` and ``lo``:
+  a stop hunt there would take the stop (§C.4).
+* **Breakout long** through a resistance zone of bar ``t−1``: ``close_t > hi + break_atr·ATR`` (first
+  close beyond) with ``volume_t ≥ vol_mult ×`` the mean of the previous 20 bars. Stop
+  ``lo − break_atr·ATR``.
+* **Retest long**: after such a break (volume not required) enter on the first bar within
+  ``retest_bars`` that touches ``hi`` and closes above it; a close below ``lo`` cancels. Same stop.
+* Shorts mirror all three. ``rule`` picks ``"bounce"``, ``"breakout"``, ``"retest"`` or ``"all"``.
+
+Take-profit: the near edge of the next zone on the trade's side (nearest resistance ``lo`` for a
+long) when it exists, else ``rr`` times the risk; an entry whose reward is below ``min_rr`` times the
+risk is skipped. Exit at stop, take-profit, after ``max_hold_hours``, or on an opposite entry (flip).
+
+Fixed (not tuned by :func:`suggest`): ``window = 500`` bars and the other :class:`LevelParams`
+defaults, ``wick_frac = 0.5``, ``break_atr = 0.25``, ``vol_mult = 1.5``, ``retest_bars = 12``,
+``liq_skip_atr = 0.5``, ``min_rr = 1.0``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numba as nb
+import numpy as np
+import pandas as pd
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass
+
+from strategies.features.indicators import bars_for, hold_positions, infer_timeframe
+from strategies.features.levels import LevelParams, level_features, liq_cluster_prices
+from strategies.liq_asymmetry import liq_features
+
+if TYPE_CHECKING:  # optuna is needed only by the search space
+    import optuna
+
+__all__ = ["Params", "signals", "suggest", "warmup"]
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class Params:
+    """Parameters of the support/resistance strategy (methods.md §C.4)."""
+
+    rule: Literal["bounce", "breakout", "retest", "all"] = "all"
+    pivot_n: int = 5  # pivot left = right
+    window: int = 500
+    min_score: float = 5.0
+    wick_frac: float = 0.5
+    stop_atr: float = 0.5
+    break_atr: float = 0.25
+    vol_mult: float = 1.5
+    retest_bars: int = 12
+    rr: float = 2.0
+    min_rr: float = 1.0
+    max_hold_hours: float = 48.0
+    liq_skip_atr: float = 0.5
+    use_liq: bool = True
+
+
+@nb.njit(cache=True)
+def _entries(
+    open_, high, low, close, volume, vol_avg, atr, up, dn, liq_up, liq_dn, do_bounce, do_break, do_retest,
+    min_score, wick_frac, stop_atr, break_atr, vol_mult, retest_bars, rr, min_rr, liq_skip_atr,
+):  # pragma: no cover - numba
+    n = close.shape[0]
+    side = np.zeros(n)
+    stop = np.full(n, np.nan)
+    tp = np.full(n, np.nan)
+    # armed retests: long (broke up through a resistance), short (broke down through a support)
+    rl_lo = np.nan
+    rl_hi = np.nan
+    rl_exp = -1
+    rs_lo = np.nan
+    rs_hi = np.nan
+    rs_exp = -1
+    for t in range(4, n):
+        a = atr[t]
+        c = close[t]
+        if np.isnan(a) or np.isnan(c):
+            continue
+        rng = high[t] - low[t]
+        L = 0  # 1 if a long entry was found
+        S = 0
+        ls = np.nan
+        ss = np.nan
+        # target edges at t: nearest resistance lo above, nearest support hi below
+        res_edge = up[t, 0, 0]
+        sup_edge = dn[t, 0, 1]
+
+        # ---- bounce
+        if do_bounce and rng > 0:
+            for i in range(3):
+                lo = dn[t, i, 0]
+                hi = dn[t, i, 1]
+                if np.isnan(lo) or dn[t, i, 2] < min_score:
+                    continue
+                if low[t] <= hi and c > hi and min(open_[t], c) - low[t] >= wick_frac * rng:
+                    if close[t - 1] < lo or close[t - 2] < lo or close[t - 3] < lo:
+                        continue
+                    s = lo - stop_atr * a
+                    if liq_dn[t] >= s - liq_skip_atr * a and liq_dn[t] <= lo:
+                        continue
+                    L = 1
+                    ls = s
+                    break
+            for i in range(3):
+                lo = up[t, i, 0]
+                hi = up[t, i, 1]
+                if np.isnan(lo) or up[t, i, 2] < min_score:
+                    continue
+                if high[t] >= lo and c < lo and high[t] - max(open_[t], c) >= wick_frac * rng:
+                    if close[t - 1] > hi or close[t - 2] > hi or close[t - 3] > hi:
+                        continue
+                    s = hi + stop_atr * a
+                    if liq_up[t] <= s + liq_skip_atr * a and liq_up[t] >= hi:
+                        continue
+                    S = 1
+                    ss = s
+                    break
+
+        # ---- breakout through the zones of bar t-1, and the retest arming
+        for i in range(3):
+            lo = up[t - 1, i, 0]
+            hi = up[t - 1, i, 1]
+            if np.isnan(lo) or up[t - 1, i, 2] < min_score:
+                continue
+            if c > hi + break_atr * a and close[t - 1] <= hi + break_atr * atr[t - 1]:
+                if do_break and L == 0 and volume[t] >= vol_mult * vol_avg[t]:
+                    L = 1
+                    ls = lo - break_atr * a
+                if do_retest:
+                    rl_lo = lo
+                    rl_hi = hi
+                    rl_exp = t + retest_bars
+                break
+        for i in range(3):
+            lo = dn[t - 1, i, 0]
+            hi = dn[t - 1, i, 1]
+            if np.isnan(lo) or dn[t - 1, i, 2] < min_score:
+                continue
+            if c < lo - break_atr * a and close[t - 1] >= lo - break_atr * atr[t - 1]:
+                if do_break and S == 0 and volume[t] >= vol_mult * vol_avg[t]:
+                    S = 1
+                    ss = hi + break_atr * a
+                if do_retest:
+                    rs_lo = lo
+                    rs_hi = hi
+                    rs_exp = t + retest_bars
+                break
+
+        # ---- retest of an armed break (not on the breaking bar itself)
+        if do_retest and rl_exp >= t and rl_exp - retest_bars < t:
+            if c < rl_lo:
+                rl_exp = -1
+            elif low[t] <= rl_hi and c > rl_hi:
+                if L == 0:
+                    L = 1
+                    ls = rl_lo - break_atr * a
+                rl_exp = -1
+        if do_retest and rs_exp >= t and rs_exp - retest_bars < t:
+            if c > rs_hi:
+                rs_exp = -1
+            elif high[t] >= rs_lo and c < rs_lo:
+                if S == 0:
+                    S = 1
+                    ss = rs_hi + break_atr * a
+                rs_exp = -1
+
+        if L == 1 and S == 0:
+            risk = c - ls
+            target = res_edge if (not np.isnan(res_edge) and res_edge > c) else c + rr * risk
+            if risk > 0 and target - c >= min_rr * risk:
+                side[t] = 1.0
+                stop[t] = ls
+                tp[t] = target
+        elif S == 1 and L == 0:
+            risk = ss - c
+            target = sup_edge if (not np.isnan(sup_edge) and sup_edge < c) else c - rr * risk
+            if risk > 0 and c - target >= min_rr * risk:
+                side[t] = -1.0
+                stop[t] = ss
+                tp[t] = target
+    return side, stop, tp
+
+
+def _zone_array(lf: pd.DataFrame, side: str) -> np.ndarray:
+    out = np.empty((len(lf), 3, 3))
+    for i in range(3):
+        for k, f in enumerate(("lo", "hi", "score")):
+            out[:, i, k] = lf[f"level_{side}_{i + 1}_{f}"].to_numpy(np.float64)
+    return out
+
+
+def signals(frame: pd.DataFrame, p: Params, liq: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``target, stop, take_profit`` on ``frame.index`` (module docstring).
+
+    ``liq``: precomputed liquidation features on the same index (computed here when ``use_liq`` and
+    the frame has open interest; without them the stop-hunt filter and the zone bonus are off).
+    """
+    n = len(frame)
+    if n < 6:
+        return pd.DataFrame({"target": np.zeros(n), "stop": np.nan, "take_profit": np.nan}, index=frame.index)
+    tf = infer_timeframe(frame.index)
+    if liq is None and p.use_liq:
+        liq = liq_features(frame)
+    lp = LevelParams(pivot_left=p.pivot_n, pivot_right=p.pivot_n, window=p.window, break_atr=p.break_atr)
+    lf = level_features(frame, lp, liq if p.use_liq else None)
+    liq_up, liq_dn = liq_cluster_prices(frame, liq if p.use_liq else None)
+    vol = frame["volume"].astype(np.float64)
+    vol_avg = vol.shift(1).rolling(20, min_periods=20).mean().to_numpy()
+    side, stop, tp = _entries(
+        frame["open"].to_numpy(np.float64),
+        frame["high"].to_numpy(np.float64),
+        frame["low"].to_numpy(np.float64),
+        frame["close"].to_numpy(np.float64),
+        vol.to_numpy(),
+        vol_avg,
+        lf["level_atr"].to_numpy(np.float64),
+        _zone_array(lf, "up"),
+        _zone_array(lf, "dn"),
+        liq_up,
+        liq_dn,
+        p.rule in ("bounce", "all"),
+        p.rule in ("breakout", "all"),
+        p.rule in ("retest", "all"),
+        float(p.min_score),
+        float(p.wick_frac),
+        float(p.stop_atr),
+        float(p.break_atr),
+        float(p.vol_mult),
+        int(p.retest_bars),
+        float(p.rr),
+        float(p.min_rr),
+        float(p.liq_skip_atr),
+    )
+    side[: warmup(p)] = 0.0  # the first pivot window is incomplete
+    return hold_positions(frame, side, stop=stop, take_profit=tp, max_hold=bars_for(p.max_hold_hours, tf))
+
+
+def suggest(trial: optuna.Trial) -> Params:
+    """Search space: rule, pivot_n, min_score, stop_atr, rr, max_hold_hours (the rest fixed)."""
+    return Params(
+        rule=trial.suggest_categorical("rule", ["bounce", "breakout", "retest", "all"]),
+        pivot_n=trial.suggest_int("pivot_n", 3, 10),
+        min_score=trial.suggest_float("min_score", 0.0, 30.0),
+        stop_atr=trial.suggest_float("stop_atr", 0.25, 1.5),
+        rr=trial.suggest_float("rr", 1.0, 4.0),
+        max_hold_hours=trial.suggest_float("max_hold_hours", 12.0, 120.0),
+    )
+
+
+def warmup(p: Params) -> int:
+    """Bars before the first valid signal: a full pivot window plus the pivot confirmation delay."""
+    return p.window + p.pivot_n + 1
