@@ -16,7 +16,7 @@ from bot.importers import Importer
 from bot.store import DatasetInfo, Store
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Config file (default ./config.toml).")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (overrides [data] dir).")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (overrides \\[data] dir).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary as the last line.")]
 
 
@@ -66,7 +66,7 @@ def data_info(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     sample: Annotated[bool | None, typer.Option("--sample/--no-sample",
-                                                help="Also list the bundled sample (default: [data] use_sample).")] = None,
+                                                help="Also list the bundled sample (default: \\[data] use_sample).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List stored datasets with their ranges, row counts and gaps."""

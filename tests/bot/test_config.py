@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from bot.config import Config, load_config, parse_config, with_overrides
 from bot.errors import UserError
@@ -37,7 +38,7 @@ def test_bad_value_reports_dotted_path():
 
 def test_config_is_frozen():
     cfg = Config()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.risk.max_leverage = 3  # type: ignore[misc]
 
 

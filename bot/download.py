@@ -1,0 +1,385 @@
+"""Downloading market data through ccxt into the store, resumably.
+
+One dataset per (symbol, kind): candles (``fetch_ohlcv``), mark-price candles
+(``fetch_mark_ohlcv``), funding history (``fetch_funding_rate_history``) and open-interest
+history (``fetch_open_interest_history``, stored as contracts plus USD value).
+
+How it pages and why:
+
+* We page ourselves from ``since`` with an explicit ``until`` on every request
+  (``[cursor, cursor + limit × step)``), never with ccxt's ``paginate`` (it anchors on the wall
+  clock, docs/binance-usdm.md §0.8). A window holding at most ``limit`` rows gives the same
+  answer whether an endpoint returns the oldest or the newest rows of a range; an empty window
+  (an outage, or the years before a listing) is stepped over, in one 1-row probe where the
+  endpoint is documented to return the oldest rows first (Binance klines and funding).
+* Each page is written to the store as it arrives (atomic, merged, de-duplicated), so an
+  interrupted run loses at most one page. A re-run fetches only what is missing: from the last
+  stored time + 1 step to ``until``, and from ``since`` to the first stored time if ``since``
+  moved earlier. Gaps inside the stored range are reported, not refilled.
+* Only what is final is stored: candles that have closed by the exchange's clock
+  (``fetch_time``), funding that has settled, snapshots that were taken.
+* Transient failures are retried with exponential backoff up to ``max_retries``:
+  ``ccxt.OperationFailed``, i.e. every ``NetworkError`` (429 → DDoSProtection/RateLimitExceeded,
+  5xx → ExchangeNotAvailable, timeouts, dropped connections) plus Binance's
+  "internal error, try again" replies. ``Retry-After`` is honoured when it is longer.
+* Leftover temp files of an interrupted write (``.cascade-*.tmp``) in a dataset's folder are
+  removed before that dataset is written: one downloader per data directory at a time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import ccxt
+import numpy as np
+import pandas as pd
+
+from bot.errors import UserError
+from bot.store import EVENT_KINDS, DatasetInfo, DatasetKey, Store, validate_series
+from bot.timeframes import timeframe_ms
+
+# kind -> the ccxt capability (``exchange.has``) it needs
+KIND_METHODS: dict[str, str] = {
+    "ohlcv": "fetchOHLCV",
+    "mark": "fetchMarkOHLCV",
+    "funding_rate": "fetchFundingRateHistory",
+    "open_interest": "fetchOpenInterestHistory",
+}
+DOWNLOADABLE_KINDS: tuple[str, ...] = tuple(KIND_METHODS)
+_KNOWN_KINDS = (*DOWNLOADABLE_KINDS, "liquidations")
+
+# Rows per request, by exchange and kind (the endpoints' maxima as ccxt passes them).
+PAGE_LIMITS: dict[str, dict[str, int]] = {
+    "binanceusdm": {"ohlcv": 1000, "mark": 1000, "funding_rate": 1000, "open_interest": 500},
+    "bybit": {"ohlcv": 1000, "mark": 1000, "funding_rate": 200, "open_interest": 200},
+    "okx": {"ohlcv": 100, "mark": 100, "funding_rate": 100, "open_interest": 100},
+}
+DEFAULT_PAGE_LIMIT = 100
+_OLDEST_FIRST_EXCHANGES = frozenset({"binanceusdm", "binance", "binancecoinm"})
+_MIN_FUNDING_INTERVAL_MS = 3_600_000  # no exchange settles funding more often than hourly
+_MAX_BACKOFF_SECONDS = 300.0
+_PROBLEMS = {
+    "duplicates": "rows the exchange sent twice (stored once)",
+    "out_of_order": "rows the exchange sent out of order (stored sorted)",
+    "gaps": "gaps: bars missing in the stored range (the exchange has none there)",
+    "misaligned": "times off the timeframe grid",
+}
+
+
+class ProgressSink(Protocol):
+    """Where progress goes (a rich progress bar in the CLI; nothing by default)."""
+
+    def begin(self, label: str, total: int) -> Any: ...
+
+    def update(self, task: Any, completed: int, rows: int) -> None: ...
+
+    def end(self, task: Any) -> None: ...
+
+
+class _NoProgress:
+    def begin(self, label: str, total: int) -> Any:
+        return None
+
+    def update(self, task: Any, completed: int, rows: int) -> None:
+        pass
+
+    def end(self, task: Any) -> None:
+        pass
+
+
+@dataclass
+class DatasetResult:
+    """What happened to one (symbol, kind)."""
+
+    key: DatasetKey
+    rows_fetched: int = 0
+    requests: int = 0
+    skipped: str | None = None              # why nothing was fetched (unsupported, rejected)
+    issues: dict[str, int] = field(default_factory=dict)  # duplicates/out_of_order fetched, gaps stored
+    info: DatasetInfo | None = None         # the stored dataset afterwards
+
+
+@dataclass
+class DownloadReport:
+    results: list[DatasetResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def written(self) -> list[DatasetInfo]:
+        return [r.info for r in self.results if r.info is not None and r.skipped is None]
+
+
+def _ms(ts: pd.Timestamp) -> int:
+    return int(ts.value // 1_000_000)
+
+
+def _is_supported(exchange: ccxt.Exchange, method: str) -> bool:
+    return bool(exchange.has.get(method))
+
+
+def remove_stale_temp_files(store: Store, key: DatasetKey) -> int:
+    """Delete ``.cascade-*.tmp`` files an interrupted write left next to ``key``'s file."""
+    folder = store.path(key).parent
+    removed = 0
+    for tmp in folder.glob(".cascade-*.tmp") if folder.is_dir() else []:
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def close_symbols(symbol: str, markets: Iterable[str], n: int = 5) -> list[str]:
+    """Market symbols resembling ``symbol`` (``BTC/USDT`` -> ``BTC/USDT:USDT`` first)."""
+    names = list(markets)
+    upper = symbol.upper()
+    exact_prefix = [m for m in names if m.split(":")[0] == upper.split(":")[0]]
+    by_ratio = difflib.get_close_matches(upper, names, n=n, cutoff=0.6)
+    return list(dict.fromkeys(exact_prefix + by_ratio))[:n]
+
+
+class Downloader:
+    """Pages ccxt's history endpoints into a :class:`Store` (see the module docstring)."""
+
+    def __init__(
+        self,
+        exchange: ccxt.Exchange,
+        store: Store,
+        *,
+        max_retries: int = 6,
+        backoff_seconds: float = 1.0,
+        page_limit: int | None = None,
+        progress: ProgressSink | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.exchange = exchange
+        self.store = store
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.page_limit = page_limit
+        self.progress = progress or _NoProgress()
+        self.sleep = sleep
+        self.requests = 0
+
+    # -- plumbing
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` with retries on transient failures (exponential backoff)."""
+        for attempt in range(self.max_retries + 1):
+            self.requests += 1
+            try:
+                return fn(*args, **kwargs)
+            except ccxt.OperationFailed as err:
+                if attempt >= self.max_retries:
+                    raise UserError(
+                        f"{self.exchange.id} {what} still failing after {self.max_retries} retries "
+                        f"({type(err).__name__}: {str(err)[:160]}); re-run to resume, stored pages are kept"
+                    ) from None
+                delay = min(self.backoff_seconds * 2**attempt, _MAX_BACKOFF_SECONDS)
+                if isinstance(err, ccxt.DDoSProtection):
+                    headers = getattr(self.exchange, "last_response_headers", None) or {}
+                    try:
+                        delay = max(delay, min(float(headers.get("Retry-After", 0)), _MAX_BACKOFF_SECONDS))
+                    except (TypeError, ValueError):
+                        pass
+                self.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def page_size(self, kind: str) -> int:
+        if self.page_limit:
+            return self.page_limit
+        return PAGE_LIMITS.get(self.exchange.id, {}).get(kind, DEFAULT_PAGE_LIMIT)
+
+    def _server_now_ms(self) -> int:
+        """The exchange's clock (the replay clock against the replay server), else the wall clock."""
+        if _is_supported(self.exchange, "fetchTime"):
+            try:
+                value = self._call("fetch_time", self.exchange.fetch_time)
+                if value:
+                    return int(value)
+            except ccxt.NotSupported:
+                pass
+        return self.exchange.milliseconds()
+
+    # -- checks
+
+    def check_symbols(self, symbols: Sequence[str]) -> None:
+        markets = self.exchange.markets or {}
+        for symbol in symbols:
+            if symbol not in markets:
+                close = close_symbols(symbol, markets)
+                hint = f"; did you mean {', '.join(close)}?" if close else "; use ccxt unified symbols like BTC/USDT:USDT"
+                raise UserError(f"unknown symbol '{symbol}' on {self.exchange.id}{hint}")
+
+    def supported_kinds(self, kinds: Sequence[str], warnings: list[str]) -> list[str]:
+        unknown = [k for k in kinds if k not in _KNOWN_KINDS]
+        if unknown:
+            raise UserError(f"unknown data kind(s) {', '.join(unknown)}; use some of {', '.join(DOWNLOADABLE_KINDS)}")
+        ok = []
+        for kind in dict.fromkeys(kinds):
+            if kind == "liquidations":
+                warnings.append("skipping liquidations: no exchange serves their history over REST; "
+                                "use cascade record or import-data")
+            elif not _is_supported(self.exchange, KIND_METHODS[kind]):
+                warnings.append(f"skipping {kind}: {self.exchange.id} does not support {KIND_METHODS[kind]}")
+            else:
+                ok.append(kind)
+        return ok
+
+    # -- the run
+
+    def run(self, symbols: Sequence[str], timeframe: str, kinds: Sequence[str], since: pd.Timestamp,
+            until: pd.Timestamp | None = None) -> DownloadReport:
+        """Fetch what is missing of every (symbol, kind) in ``[since, until)``; ``until=None`` = now."""
+        report = DownloadReport()
+        if until is not None and since >= until:
+            raise UserError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
+        kinds_ok = self.supported_kinds(kinds, report.warnings)
+        if not kinds_ok:
+            raise UserError(f"nothing to download: {'; '.join(report.warnings)}")
+        step = timeframe_ms(timeframe)
+        timeframes = getattr(self.exchange, "timeframes", None) or {}
+        if timeframes and timeframe not in timeframes:
+            raise UserError(f"{self.exchange.id} has no '{timeframe}' timeframe; use one of {', '.join(timeframes)}")
+        try:
+            self._call("load_markets", self.exchange.load_markets)
+        except ccxt.BaseError as err:
+            raise UserError(f"cannot load {self.exchange.id} markets ({type(err).__name__}: {str(err)[:200]})") from None
+        self.check_symbols(symbols)
+        now = self._server_now_ms()
+        since_ms = _ms(since)
+        until_ms = _ms(until) if until is not None else now + 1
+        for symbol in symbols:
+            for kind in kinds_ok:
+                key = DatasetKey(self.exchange.id, symbol, kind, "" if kind in EVENT_KINDS else timeframe)
+                result = DatasetResult(key)
+                report.results.append(result)
+                try:
+                    self._download(result, step, since_ms, until_ms, now)
+                except (ccxt.NotSupported, ccxt.ExchangeError) as err:
+                    # a rejected request for this dataset only (e.g. a period the endpoint lacks)
+                    result.skipped = f"{type(err).__name__}: {str(err)[:200]}"
+                    report.warnings.append(f"skipping {symbol} {kind}: {result.skipped}")
+                if self.store.exists(key):
+                    result.info = self.store.info(key)
+                    self._validate(result, report.warnings)
+                elif result.skipped is None:
+                    end = until.isoformat() if until is not None else "now"
+                    report.warnings.append(f"{symbol} {kind}: {self.exchange.id} returned no rows from "
+                                           f"{since.isoformat()} to {end}")
+        if all(r.skipped for r in report.results):
+            raise UserError(f"nothing could be downloaded: {'; '.join(report.warnings)}")
+        return report
+
+    def _validate(self, result: DatasetResult, warnings: list[str]) -> None:
+        """Gaps/misalignment of the stored series (duplicates/out-of-order were counted while fetching)."""
+        stored = self.store.read(result.key)
+        assert stored is not None
+        checks = validate_series(stored, result.key.timeframe)
+        result.issues.update({k: checks[k] for k in ("gaps", "misaligned")})
+        problems = [f"{v} {_PROBLEMS[k]}" for k, v in result.issues.items() if v]
+        if problems:
+            k = result.key
+            warnings.append(f"{k.symbol} {k.kind}{' ' + k.timeframe if k.timeframe else ''}: {'; '.join(problems)}")
+
+    def _download(self, result: DatasetResult, step: int, since_ms: int, until_ms: int, now: int) -> None:
+        key = result.key
+        remove_stale_temp_files(self.store, key)
+        bars = key.kind in ("ohlcv", "mark")
+        increment = 1 if key.kind == "funding_rate" else step
+        # rows must be final by the exchange's clock: closed bars, past events
+        hi = min(until_ms, now - step + 1) if bars else min(until_ms, now + 1)
+        stored = self.store.read(key)
+        ranges: list[tuple[int, int]] = []
+        if stored is None or stored.empty:
+            ranges.append((since_ms, hi))
+        else:
+            first, last = _ms(stored.index[0]), _ms(stored.index[-1])
+            if since_ms < first:
+                ranges.append((since_ms, min(first, hi)))
+            ranges.append((max(since_ms, last + increment), hi))
+        ranges = [(lo, h) for lo, h in ranges if lo < h]
+        label = f"{key.symbol} {key.kind}{' ' + key.timeframe if key.timeframe else ''}"
+        total = sum(h - lo for lo, h in ranges)
+        task = self.progress.begin(label, max(total, 1))
+        fetched_times: list[np.ndarray] = []
+        done = 0
+        try:
+            for lo, h in ranges:
+                for cursor, times in self._pages(key, step, lo, h):
+                    fetched_times.append(times)
+                    result.rows_fetched += len(times)
+                    self.progress.update(task, done + min(cursor, h) - lo, result.rows_fetched)
+                done += h - lo
+                self.progress.update(task, done, result.rows_fetched)
+        finally:
+            self.progress.end(task)
+        if fetched_times:
+            raw = pd.DataFrame(index=pd.to_datetime(np.concatenate(fetched_times), unit="ms", utc=True))
+            checks = validate_series(raw, key.timeframe)
+            result.issues.update({k: checks[k] for k in ("duplicates", "out_of_order")})
+
+    def _pages(self, key: DatasetKey, step: int, lo: int, hi: int) -> Iterable[tuple[int, np.ndarray]]:
+        """Fetch and store ``[lo, hi)`` page by page; yields (next cursor, fetched times) per page."""
+        limit = self.page_size(key.kind)
+        span = limit * (_MIN_FUNDING_INTERVAL_MS if key.kind == "funding_rate" else step)
+        increment = 1 if key.kind == "funding_rate" else step
+        cursor = lo
+        while cursor < hi:
+            window_end = min(cursor + span - 1, hi - 1)
+            frame = self._fetch(key, cursor, limit, window_end)
+            times = frame.index.to_numpy(dtype=np.int64)
+            frame = frame[(times >= lo) & (times < hi)]
+            raw_times = frame.index.to_numpy(dtype=np.int64)
+            if len(frame):
+                frame.index = pd.to_datetime(frame.index, unit="ms", utc=True).rename("time")
+                self.store.write(key, frame)
+                nxt = int(raw_times.max()) + increment
+            elif window_end + 1 < hi and self._oldest_first(key.kind):
+                found = self._first_time_in(key, window_end + 1, hi - 1)
+                if found is None:  # nothing left in the range
+                    yield hi, raw_times
+                    return
+                nxt = max(found, window_end + 1)
+            else:
+                nxt = window_end + 1
+            cursor = nxt if nxt > cursor else window_end + 1
+            yield cursor, raw_times
+
+    def _oldest_first(self, kind: str) -> bool:
+        """Endpoints documented to return the oldest rows of a range (Binance klines and funding)."""
+        return self.exchange.id in _OLDEST_FIRST_EXCHANGES and kind in ("ohlcv", "mark", "funding_rate")
+
+    def _first_time_in(self, key: DatasetKey, start: int, end: int) -> int | None:
+        """Time of the first row in ``[start, end]`` (one 1-row request): jumps a gap in one step,
+        e.g. years before a listing, instead of walking it window by window."""
+        probe = self._fetch(key, start, 1, end)
+        times = probe.index.to_numpy(dtype=np.int64)
+        times = times[(times >= start) & (times <= end)]
+        return int(times.min()) if len(times) else None
+
+    def _fetch(self, key: DatasetKey, cursor: int, limit: int, window_end: int) -> pd.DataFrame:
+        """One request; a frame indexed by integer ms (in the exchange's order)."""
+        ex, symbol, params = self.exchange, key.symbol, {"until": window_end}
+        what = f"{key.kind} {symbol}"
+        if key.kind in ("ohlcv", "mark"):
+            fn = ex.fetch_ohlcv if key.kind == "ohlcv" else ex.fetch_mark_ohlcv
+            rows = self._call(what, fn, symbol, key.timeframe, cursor, limit, params)
+            cols = ["open", "high", "low", "close", "volume"] if key.kind == "ohlcv" else ["open", "high", "low", "close"]
+            data = [[float("nan") if v is None else v for v in r[1:1 + len(cols)]] for r in rows]
+            return pd.DataFrame(data, index=pd.Index([int(r[0]) for r in rows], dtype="int64"), columns=cols,
+                                dtype=float)
+        if key.kind == "funding_rate":
+            rows = self._call(what, ex.fetch_funding_rate_history, symbol, cursor, limit, params)
+            frame = pd.DataFrame({"funding_rate": [r.get("fundingRate") for r in rows]},
+                                 index=pd.Index([int(r["timestamp"]) for r in rows], dtype="int64"), dtype=float)
+            marks = [(r.get("info") or {}).get("markPrice") for r in rows]
+            if any(m not in (None, "") for m in marks):
+                frame["mark_price"] = [float(m) if m not in (None, "") else float("nan") for m in marks]
+            return frame
+        rows = self._call(what, ex.fetch_open_interest_history, symbol, key.timeframe, cursor, limit, params)
+        return pd.DataFrame({"open_interest": [r.get("openInterestAmount") for r in rows],
+                             "open_interest_value": [r.get("openInterestValue") for r in rows]},
+                            index=pd.Index([int(r["timestamp"]) for r in rows], dtype="int64"), dtype=float)

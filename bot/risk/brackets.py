@@ -1,0 +1,145 @@
+"""Binance USDⓈ-M leverage brackets (methods.md §D.2): tier lookup, maintenance amounts, leverage caps.
+
+The brackets live in ``brackets_binance.json`` next to this module: a dated copy of the *current*
+brackets (Binance publishes no history), so every backtest declares that it uses today's tiers for
+its whole period. The file stores each tier's notional floor and cap, maintenance margin rate
+(MMR) and maximum leverage; the maintenance amount ``cum`` is derived by the recursion of
+methods.md §D.1, ``cum_n = cum_{n-1} + floor_n · (mmr_n − mmr_{n-1})`` with ``cum_1 = 0``.
+
+A notional ``N`` belongs to the first tier whose cap is ``≥ N`` (caps inclusive, Binance's
+``notionalFloor < N ≤ notionalCap``); notionals above the last cap use the last tier.
+
+The scalar functions are ``numba.njit`` so the fast engine's kernel and plain Python (the backtrader
+engine, the paper broker) call the very same code.
+
+>>> b = load_brackets("BTC/USDT:USDT")
+>>> int(b.tier(100_000.0)), float(b.cum[1]), float(b.max_leverage_at(100_000.0))
+(2, 50.0, 100.0)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numba as nb
+import numpy as np
+
+BRACKETS_FILE = Path(__file__).with_name("brackets_binance.json")
+DEFAULT_SYMBOL = "BTCUSDT"
+
+
+def exchange_symbol(symbol: str) -> str:
+    """Map a ccxt unified symbol (``"BTC/USDT:USDT"``) to Binance's id (``"BTCUSDT"``)."""
+    return symbol.split(":")[0].replace("/", "").upper()
+
+
+def maintenance_amounts(floor: np.ndarray, mmr: np.ndarray) -> np.ndarray:
+    """Return the maintenance amounts ``cum`` of each tier by the §D.1 recursion.
+
+    >>> maintenance_amounts(np.array([0.0, 50_000.0, 600_000.0]), np.array([0.004, 0.005, 0.0065])).tolist()
+    [0.0, 50.0, 950.0]
+    """
+    floor = np.asarray(floor, dtype=np.float64)
+    mmr = np.asarray(mmr, dtype=np.float64)
+    cum = np.zeros(len(floor))
+    for i in range(1, len(floor)):
+        cum[i] = cum[i - 1] + floor[i] * (mmr[i] - mmr[i - 1])
+    # Binance's amounts are exact decimals; drop the binary round-off of the rates
+    return np.round(cum, 6)
+
+
+@dataclass(frozen=True)
+class Brackets:
+    """One symbol's tiers as parallel float arrays (the form the numba functions take)."""
+
+    symbol: str
+    as_of: str
+    floor: np.ndarray
+    cap: np.ndarray
+    mmr: np.ndarray
+    max_leverage: np.ndarray
+    cum: np.ndarray
+
+    def tier(self, notional: float) -> int:
+        """Return the 1-based tier number of ``notional``."""
+        return bracket_index(float(notional), self.cap) + 1
+
+    def max_leverage_at(self, notional: float) -> float:
+        """Return the maximum leverage allowed for a position of ``notional``."""
+        return float(self.max_leverage[bracket_index(float(notional), self.cap)])
+
+    def max_notional(self, equity: float, leverage: float) -> float:
+        """Return the largest notional ``N ≤ leverage·equity`` that also respects its bracket's cap."""
+        return float(max_notional(float(equity), float(leverage), self.floor, self.cap, self.max_leverage))
+
+
+@lru_cache(maxsize=8)
+def load_brackets(symbol: str = DEFAULT_SYMBOL, path: str | None = None) -> Brackets:
+    """Return the stored brackets of ``symbol`` (unified or exchange id).
+
+    Raises ``KeyError`` naming the stored symbols when ``symbol`` has none.
+    """
+    doc = json.loads(Path(path or BRACKETS_FILE).read_text(encoding="utf-8"))
+    key = exchange_symbol(symbol)
+    if key not in doc["symbols"]:
+        raise KeyError(f"no leverage brackets stored for {symbol!r}; stored: {', '.join(doc['symbols'])}")
+    tiers = sorted(doc["symbols"][key], key=lambda t: t["tier"])
+    floor = np.array([t["floor"] for t in tiers], dtype=np.float64)
+    mmr = np.array([t["mmr"] for t in tiers], dtype=np.float64)
+    arrays = {
+        "floor": floor,
+        "cap": np.array([t["cap"] for t in tiers], dtype=np.float64),
+        "mmr": mmr,
+        "max_leverage": np.array([t["max_leverage"] for t in tiers], dtype=np.float64),
+        "cum": maintenance_amounts(floor, mmr),
+    }
+    for a in arrays.values():
+        a.setflags(write=False)
+    return Brackets(symbol=key, as_of=str(doc["as_of"]), **arrays)
+
+
+def brackets_for(symbol: str | None) -> Brackets:
+    """Return ``symbol``'s brackets, or BTCUSDT's when ``symbol`` is None or has none stored.
+
+    BTCUSDT and ETHUSDT share tiers 1–4 (notional up to 12M USDT), which covers any account the
+    sample backtests can reach.
+    """
+    if symbol is None:
+        return load_brackets(DEFAULT_SYMBOL)
+    try:
+        return load_brackets(symbol)
+    except KeyError:
+        return load_brackets(DEFAULT_SYMBOL)
+
+
+@nb.njit(cache=True)
+def bracket_index(notional: float, cap: np.ndarray) -> int:
+    """Return the 0-based tier index of ``notional`` (first tier with ``notional ≤ cap``)."""
+    n = cap.shape[0]
+    for i in range(n):
+        if notional <= cap[i]:
+            return i
+    return n - 1
+
+
+@nb.njit(cache=True)
+def max_notional(equity: float, leverage: float, floor: np.ndarray, cap: np.ndarray,
+                 max_leverage: np.ndarray) -> float:
+    """Return the largest notional ``N`` with ``N ≤ leverage·equity`` and ``N ≤ maxLev(bracket(N))·equity``.
+
+    methods.md §D.3.7: the leverage of a position may not exceed its bracket's maximum. Since the
+    maximum falls as the notional grows, the answer is the best over tiers of
+    ``min(cap_i, maxLev_i·equity, leverage·equity)`` among candidates that land in tier ``i``.
+    """
+    if not equity > 0.0:
+        return 0.0
+    best = 0.0
+    limit = leverage * equity
+    for i in range(cap.shape[0]):
+        cand = min(cap[i], max_leverage[i] * equity, limit)
+        if (i == 0 or cand > floor[i]) and cand > best:
+            best = cand
+    return best
