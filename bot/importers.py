@@ -48,6 +48,10 @@ _BULK = re.compile(r"^(?P<sym>[A-Z0-9]+)-(?P<what>\d+[mhdw]|metrics|liquidationS
 _KLINE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
                   "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
 _QUOTES = ("USDT", "USDC", "BUSD", "USD")
+# Side of the *liquidated position* from a source's side label. OKX reports the liquidation
+# order's side (a sell closes a long); the Hyperliquid rows carry the position side ("S" = short:
+# their size tracks rallies, correlation +0.9 with the hourly return on the sample's BTC days).
+_LIQUIDATED_SIDE = {"sell": "long", "buy": "short", "s": "short", "l": "long", "short": "short", "long": "long"}
 
 
 @dataclass
@@ -193,8 +197,7 @@ class Importer:
                 rows = pd.DataFrame({"funding_rate": part["funding_rate"].astype(float)})
                 self._write(DatasetKey(venue, symbol, "funding_rate"), rows, file)
             elif {"side", "size_usd", "price"} <= set(part.columns):
-                side = part["side"].astype(str).str.lower().map(
-                    {"sell": "long", "s": "long", "buy": "short", "b": "short", "long": "long", "short": "short"})
+                side = part["side"].astype(str).str.lower().map(_LIQUIDATED_SIDE)
                 value = part["size_usd"].astype(float)
                 rows = pd.DataFrame({"side": side.astype(object), "price": part["price"].astype(float),
                                      "amount": value / part["price"].astype(float), "value": value})

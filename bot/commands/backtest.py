@@ -293,7 +293,7 @@ def _write_run(cfg: Config, run: _Run, overrides: dict[str, Any], no_report: boo
                 "config": cfg.model_dump(mode="json", by_alias=True)}
     with atomic_dir(final) as tmp:
         (tmp / "stats.json").write_text(json.dumps(json_safe(run.stats), indent=2, allow_nan=False) + "\n")
-        (tmp / "params.json").write_text(json.dumps(json_safe(snapshot), indent=2, allow_nan=False) + "\n")
+        (tmp / "params.json").write_text(json.dumps(json_safe(snapshot), indent=2, allow_nan=False, default=str) + "\n")
         run.result.trades.to_csv(tmp / "trades.csv", index=False)
         run.result.equity.to_csv(tmp / "equity.csv", index_label="time")
         if not no_report:

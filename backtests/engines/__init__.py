@@ -1,0 +1,100 @@
+"""Backtest engines: ``backtrader`` (event-driven reference) and ``fast`` (numba kernel), one answer.
+
+Both implement docs/architecture.md "Execution semantics" through the same `bot.risk` functions and
+are held to identical trades by tests/backtests/test_parity.py. The rules both follow, beyond the
+architecture text:
+
+* decisions at each bar close from ``target``/``stop``/``take_profit`` of that bar; orders fill at the
+  next open (`bot.risk.execution` has the fill prices, the intrabar order and the target rule:
+  enter from flat, exit when the target's sign changes, resizing ignored, flips close then open);
+* sizing at the decision with the close as expected entry (`bot.risk.sizing`), scaled by ``|target|``;
+* each position is isolated with leverage ``min(risk.max_leverage, bracket max)``: its margin is
+  ``notional / leverage``, its liquidation price follows methods.md §D.1 and is recomputed after every
+  funding payment, which is taken from (or added to) that margin (§B.3, §D.3.5). A liquidation loses
+  the margin: it is booked at the bankruptcy price without exit fee (§D.3.3);
+* funding at bars with a ``funding_rate``: ``cash −= side × qty × mark_close × rate`` on the position
+  held at that bar's close (the last close without mark prices);
+* protections are evaluated at each close on the mark-to-market equity (`bot.risk.protections`);
+* at the end of data an open position is closed at the last close (market, slipped, with fee) after
+  that bar's funding; the last equity row is then the final equity, flat.
+
+Example:
+
+    >>> result = run_backtest(frame, signals, cfg.backtest, cfg.risk, engine="fast")  # doctest: +SKIP
+    >>> result.trades[["entry_time", "side", "qty", "pnl", "exit_reason"]]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from backtests.engines.common import EQUITY_COLUMNS, TRADE_COLUMNS, prepare
+from bot.config import BacktestConfig, RiskConfig
+
+__all__ = ["ENGINES", "EQUITY_COLUMNS", "TRADE_COLUMNS", "BacktestResult", "compile_fast_engine", "run_backtest"]
+
+ENGINES = ("backtrader", "fast")
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """A finished backtest.
+
+    Attributes:
+        trades: one row per closed trade: ``entry_time exit_time entry_bar exit_bar side (+1/−1) qty
+            entry_price exit_price stop (at entry) exit_reason (signal, stop, take_profit,
+            liquidation, end, protection) pnl (net of fees, with funding) fees funding``.
+            ``pnl = side·qty·(exit_price − entry_price) − fees + funding`` for every trade.
+        equity: per bar (index = bar open time): ``equity`` (mark-to-market at the close), ``cash``,
+            ``position`` (signed qty), ``funding_pnl`` and ``fees`` (cumulative), ``risk_state``.
+        final_equity: cash after the end-of-data close.
+        initial_cash: starting wallet balance.
+        n_liquidations: positions liquidated.
+        engine: ``"backtrader"`` or ``"fast"``.
+    """
+
+    trades: pd.DataFrame
+    equity: pd.DataFrame
+    final_equity: float
+    initial_cash: float
+    n_liquidations: int
+    engine: str
+
+
+def run_backtest(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig, risk: RiskConfig,
+                 engine: str | None = None, symbol: str | None = None) -> BacktestResult:
+    """Run ``signals`` over ``frame`` on ``engine`` (default ``backtest.engine``).
+
+    Args:
+        frame: the frame contract (UTC bar-open index; open high low close, optional mark_*,
+            funding_rate).
+        signals: ``target`` (and optional ``stop``, ``take_profit``) on ``frame.index``.
+        backtest: costs and initial cash.
+        risk: sizing, stops, leverage and protections.
+        engine: ``"backtrader"`` or ``"fast"``.
+        symbol: unified symbol for the leverage brackets (default ``frame.attrs["symbol"]``, else
+            BTC/USDT:USDT's).
+
+    Raises:
+        ValueError: unknown engine, or inputs that break the frame/strategy contracts.
+    """
+    name = backtest.engine if engine is None else engine
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
+    prepared = prepare(frame, signals, backtest, risk, symbol)
+    if name == "fast":
+        from backtests.engines.fast import run_fast
+
+        return run_fast(prepared)
+    from backtests.engines.backtrader_engine import run_backtrader
+
+    return run_backtrader(prepared)
+
+
+def compile_fast_engine() -> float:
+    """Compile (or load from numba's cache) the fast kernel; return the seconds it took."""
+    from backtests.engines.fast import warm_up
+
+    return warm_up()

@@ -1,0 +1,195 @@
+"""What both engines share: input checks, derived series, and the result tables.
+
+`prepare` turns a frame and its signal frame into plain float arrays once (missing mark prices
+replaced by last prices, ATR and realised volatility computed by `bot.risk`), so both engines read
+identical numbers. `assemble_result` turns raw per-bar and per-trade arrays into `BacktestResult`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bot.config import BacktestConfig, RiskConfig
+from bot.risk.brackets import Brackets, brackets_for
+from bot.risk.execution import EXIT_REASONS
+from bot.risk.params import pack_params
+from bot.risk.protections import STATE_NAMES
+from bot.risk.sizing import realized_volatility
+from bot.risk.stops import average_true_range
+
+TRADE_COLUMNS = ["entry_time", "exit_time", "entry_bar", "exit_bar", "side", "qty", "entry_price",
+                 "exit_price", "stop", "exit_reason", "pnl", "fees", "funding"]
+EQUITY_COLUMNS = ["equity", "cash", "position", "funding_pnl", "fees", "risk_state"]
+
+# integer / float columns of the raw trade arrays the engines fill
+TI_ENTRY_BAR, TI_EXIT_BAR, TI_SIDE, TI_REASON = range(4)
+TF_QTY, TF_ENTRY_PRICE, TF_EXIT_PRICE, TF_STOP, TF_PNL, TF_FEES, TF_FUNDING = range(7)
+
+_YEAR_SECONDS = 365.0 * 86_400.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The arrays every engine consumes (one row per bar)."""
+
+    index: pd.DatetimeIndex
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    mark_open: np.ndarray
+    mark_high: np.ndarray
+    mark_low: np.ndarray
+    mark_close: np.ndarray
+    funding_rate: np.ndarray
+    target: np.ndarray
+    stop: np.ndarray
+    take_profit: np.ndarray
+    atr: np.ndarray
+    volatility: np.ndarray
+    day: np.ndarray
+    params: np.ndarray
+    brackets: Brackets
+    initial_cash: float
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def _column(frame: pd.DataFrame, name: str, fallback: np.ndarray) -> np.ndarray:
+    if name not in frame.columns:
+        return fallback.copy()
+    values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(np.isnan(values), fallback, values)
+
+
+def periods_per_year(index: pd.DatetimeIndex) -> float:
+    """Return how many bars of ``index``'s (median) spacing make a 365-day year."""
+    if len(index) < 2:
+        return 365.0
+    step = float(np.median(np.diff(index.as_unit("ns").asi8))) / 1e9
+    return _YEAR_SECONDS / step if step > 0 else 365.0
+
+
+def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig, risk: RiskConfig,
+            symbol: str | None = None) -> Prepared:
+    """Check the inputs and return the arrays both engines run on.
+
+    Raises ``ValueError`` with the fix when the frame or the signals break the contracts.
+    """
+    missing = [c for c in ("open", "high", "low", "close") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame lacks column(s) {', '.join(missing)}; the frame contract needs open high low close")
+    if len(frame) == 0:
+        raise ValueError("frame is empty; select a period with bars")
+    if not isinstance(frame.index, pd.DatetimeIndex) or frame.index.tz is None:
+        raise ValueError("frame index must be a UTC DatetimeIndex of bar open times")
+    if not frame.index.is_monotonic_increasing or frame.index.has_duplicates:
+        raise ValueError("frame index must be unique and increasing")
+    if "target" not in signals.columns:
+        raise ValueError("signals lack the 'target' column; strategies return target, stop, take_profit")
+    if not signals.index.equals(frame.index):
+        raise ValueError("signals must be indexed like the frame (same bars); compute them on this frame "
+                         "or slice both the same way")
+    ohlc = frame[["open", "high", "low", "close"]].to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isnan(ohlc).any():
+        raise ValueError("open/high/low/close contain NaN; drop or fill those bars first")
+    o, h, lo, c = (np.ascontiguousarray(ohlc[:, i]) for i in range(4))
+
+    def sig(name: str) -> np.ndarray:
+        if name not in signals.columns:
+            return np.full(len(frame), np.nan)
+        return signals[name].to_numpy(dtype=np.float64, na_value=np.nan)
+
+    target = np.clip(np.nan_to_num(sig("target"), nan=0.0), -1.0, 1.0)
+    funding = (frame["funding_rate"].to_numpy(dtype=np.float64, na_value=np.nan)
+               if "funding_rate" in frame.columns else np.full(len(frame), np.nan))
+    day = (frame.index.as_unit("s").asi8 // 86_400).astype(np.int64)
+    ppy = periods_per_year(frame.index)
+    return Prepared(
+        index=frame.index,
+        open=o, high=h, low=lo, close=c,
+        mark_open=_column(frame, "mark_open", o),
+        mark_high=_column(frame, "mark_high", h),
+        mark_low=_column(frame, "mark_low", lo),
+        mark_close=_column(frame, "mark_close", c),
+        funding_rate=np.ascontiguousarray(funding),
+        target=target,
+        stop=sig("stop"),
+        take_profit=sig("take_profit"),
+        atr=average_true_range(h, lo, c, int(risk.atr_period)),
+        volatility=realized_volatility(c, int(risk.atr_period), ppy),
+        day=day,
+        params=pack_params(risk, backtest.taker_fee, backtest.slippage_bps),
+        brackets=brackets_for(symbol if symbol is not None else frame.attrs.get("symbol")),
+        initial_cash=float(backtest.initial_cash),
+    )
+
+
+@dataclass(frozen=True)
+class RawRun:
+    """An engine's raw output: per-bar arrays and the filled rows of the trade arrays."""
+
+    equity: np.ndarray
+    cash: np.ndarray
+    position: np.ndarray
+    funding_pnl: np.ndarray
+    fees: np.ndarray
+    risk_state: np.ndarray
+    trade_int: np.ndarray
+    trade_float: np.ndarray
+    final_equity: float
+    n_liquidations: int
+
+
+def trades_frame(index: pd.DatetimeIndex, trade_int: np.ndarray, trade_float: np.ndarray) -> pd.DataFrame:
+    """Return the trade table (`TRADE_COLUMNS`) from raw trade arrays."""
+    if len(trade_int) == 0:
+        out = pd.DataFrame({c: pd.Series(dtype=float) for c in TRADE_COLUMNS})
+        out["entry_time"] = pd.Series(dtype=index.dtype)
+        out["exit_time"] = pd.Series(dtype=index.dtype)
+        for c in ("entry_bar", "exit_bar", "side"):
+            out[c] = out[c].astype(np.int64)
+        out["exit_reason"] = out["exit_reason"].astype(object)
+        return out[TRADE_COLUMNS]
+    entry_bar = trade_int[:, TI_ENTRY_BAR].astype(np.int64)
+    exit_bar = trade_int[:, TI_EXIT_BAR].astype(np.int64)
+    return pd.DataFrame({
+        "entry_time": index[entry_bar],
+        "exit_time": index[exit_bar],
+        "entry_bar": entry_bar,
+        "exit_bar": exit_bar,
+        "side": trade_int[:, TI_SIDE].astype(np.int64),
+        "qty": trade_float[:, TF_QTY],
+        "entry_price": trade_float[:, TF_ENTRY_PRICE],
+        "exit_price": trade_float[:, TF_EXIT_PRICE],
+        "stop": trade_float[:, TF_STOP],
+        "exit_reason": [EXIT_REASONS[int(r)] for r in trade_int[:, TI_REASON]],
+        "pnl": trade_float[:, TF_PNL],
+        "fees": trade_float[:, TF_FEES],
+        "funding": trade_float[:, TF_FUNDING],
+    })[TRADE_COLUMNS]
+
+
+def equity_frame(index: pd.DatetimeIndex, raw: RawRun) -> pd.DataFrame:
+    """Return the per-bar account table (`EQUITY_COLUMNS`) indexed by bar open time."""
+    names = np.asarray(STATE_NAMES, dtype=object)
+    return pd.DataFrame({
+        "equity": raw.equity,
+        "cash": raw.cash,
+        "position": raw.position,
+        "funding_pnl": raw.funding_pnl,
+        "fees": raw.fees,
+        "risk_state": names[raw.risk_state.astype(np.int64)],
+    }, index=index)
+
+
+def check_finite(value: float, what: str) -> float:
+    """Return ``value``, raising ``ValueError`` if it is not finite (a bug, not a user error)."""
+    if not math.isfinite(value):
+        raise ValueError(f"{what} is not finite ({value})")
+    return value

@@ -1,0 +1,1 @@
+"""Backtest reports: the HTML report and its plot helpers."""
