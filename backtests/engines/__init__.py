@@ -14,7 +14,9 @@ architecture text:
   the margin: it is booked at the bankruptcy price without exit fee (§D.3.3);
 * funding at bars with a ``funding_rate``: ``cash −= side × qty × mark_close × rate`` on the position
   held at that bar's close (the last close without mark prices);
-* protections are evaluated at each close on the mark-to-market equity (`bot.risk.protections`);
+* protections are evaluated at each close on the mark-to-market equity (`bot.risk.protections`); a
+  bar belongs to the UTC day of its open time; HALTED flattens an open position at the next open
+  (exit reason ``"protection"``) and refuses entries, REDUCING refuses entries;
 * at the end of data an open position is closed at the last close (market, slipped, with fee) after
   that bar's funding; the last equity row is then the final equity, flat.
 

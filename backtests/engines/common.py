@@ -1,8 +1,9 @@
 """What both engines share: input checks, derived series, and the result tables.
 
-`prepare` turns a frame and its signal frame into plain float arrays once (missing mark prices
-replaced by last prices, ATR and realised volatility computed by `bot.risk`), so both engines read
-identical numbers. `assemble_result` turns raw per-bar and per-trade arrays into `BacktestResult`.
+`prepare` turns a frame and its signal frame into plain read-only float arrays once (missing mark
+prices replaced by last prices; ATR computed by `bot.risk` when the stop mode uses it, realised
+volatility when the sizing uses it, NaN otherwise), so both engines read identical numbers.
+`trades_frame` and `equity_frame` turn raw per-trade and per-bar arrays into the result tables.
 """
 
 from __future__ import annotations
@@ -60,11 +61,30 @@ class Prepared:
         return len(self.index)
 
 
+def _frozen(values: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    # C-contiguous and read-only, without a copy where possible: pandas hands out read-only views,
+    # and numba compiles one specialisation per array flavour, so every run passes the same kind
+    out = np.ascontiguousarray(values, dtype=dtype)
+    out.setflags(write=False)
+    return out
+
+
+def _nans(n: int) -> np.ndarray:
+    return _frozen(np.full(n, np.nan))
+
+
+def _series(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _column(frame: pd.DataFrame, name: str, fallback: np.ndarray) -> np.ndarray:
     if name not in frame.columns:
-        return fallback.copy()
-    values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.where(np.isnan(values), fallback, values)
+        return fallback
+    values = _series(frame, name)
+    return _frozen(np.where(np.isnan(values), fallback, values))
+
+
+_UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
 def periods_per_year(index: pd.DatetimeIndex) -> float:
@@ -95,21 +115,25 @@ def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig
     if not signals.index.equals(frame.index):
         raise ValueError("signals must be indexed like the frame (same bars); compute them on this frame "
                          "or slice both the same way")
-    ohlc = frame[["open", "high", "low", "close"]].to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isnan(ohlc).any():
+    o, h, lo, c = (_frozen(_series(frame, name)) for name in ("open", "high", "low", "close"))
+    if np.isnan(o).any() or np.isnan(h).any() or np.isnan(lo).any() or np.isnan(c).any():
         raise ValueError("open/high/low/close contain NaN; drop or fill those bars first")
-    o, h, lo, c = (np.ascontiguousarray(ohlc[:, i]) for i in range(4))
+    n = len(frame)
 
     def sig(name: str) -> np.ndarray:
-        if name not in signals.columns:
-            return np.full(len(frame), np.nan)
-        return signals[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        return _frozen(_series(signals, name)) if name in signals.columns else _nans(n)
 
-    target = np.clip(np.nan_to_num(sig("target"), nan=0.0), -1.0, 1.0)
-    funding = (frame["funding_rate"].to_numpy(dtype=np.float64, na_value=np.nan)
-               if "funding_rate" in frame.columns else np.full(len(frame), np.nan))
-    day = (frame.index.as_unit("s").asi8 // 86_400).astype(np.int64)
-    ppy = periods_per_year(frame.index)
+    target = _frozen(np.clip(np.nan_to_num(_series(signals, "target"), nan=0.0), -1.0, 1.0))
+    funding = _frozen(_series(frame, "funding_rate")) if "funding_rate" in frame.columns else _nans(n)
+    index = frame.index
+    day = _frozen(index.asi8 // (86_400 * _UNITS_PER_SECOND[index.unit]), np.int64)
+    # ATR only for ATR stops, volatility only for volatility-target sizing (the costliest series)
+    atr = (_frozen(average_true_range(h, lo, c, int(risk.atr_period)))
+           if risk.stop in ("atr", "trailing_atr") else _nans(n))
+    volatility = (_frozen(realized_volatility(c, int(risk.atr_period), periods_per_year(index)))
+                  if risk.sizing == "volatility_target" else _nans(n))
+    params = pack_params(risk, backtest.taker_fee, backtest.slippage_bps)
+    params.setflags(write=False)
     return Prepared(
         index=frame.index,
         open=o, high=h, low=lo, close=c,
@@ -117,14 +141,14 @@ def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig
         mark_high=_column(frame, "mark_high", h),
         mark_low=_column(frame, "mark_low", lo),
         mark_close=_column(frame, "mark_close", c),
-        funding_rate=np.ascontiguousarray(funding),
+        funding_rate=funding,
         target=target,
         stop=sig("stop"),
         take_profit=sig("take_profit"),
-        atr=average_true_range(h, lo, c, int(risk.atr_period)),
-        volatility=realized_volatility(c, int(risk.atr_period), ppy),
+        atr=atr,
+        volatility=volatility,
         day=day,
-        params=pack_params(risk, backtest.taker_fee, backtest.slippage_bps),
+        params=params,
         brackets=brackets_for(symbol if symbol is not None else frame.attrs.get("symbol")),
         initial_cash=float(backtest.initial_cash),
     )
@@ -177,14 +201,13 @@ def trades_frame(index: pd.DatetimeIndex, trade_int: np.ndarray, trade_float: np
 
 def equity_frame(index: pd.DatetimeIndex, raw: RawRun) -> pd.DataFrame:
     """Return the per-bar account table (`EQUITY_COLUMNS`) indexed by bar open time."""
-    names = np.asarray(STATE_NAMES, dtype=object)
     return pd.DataFrame({
         "equity": raw.equity,
         "cash": raw.cash,
         "position": raw.position,
         "funding_pnl": raw.funding_pnl,
         "fees": raw.fees,
-        "risk_state": names[raw.risk_state.astype(np.int64)],
+        "risk_state": pd.Categorical.from_codes(raw.risk_state.astype(np.int64), categories=list(STATE_NAMES)),
     }, index=index)
 
 

@@ -10,6 +10,11 @@ i.e. the price where the margin balance ``WB + s·Q·(LP − EP)`` equals the ma
 price* falls in another bracket, that bracket's ``(m, cum)`` is substituted and LP recomputed (at most
 three times, as Binance's FAQ prescribes).
 
+The engines open every position in isolated mode with the leverage setting
+``L = min(risk.max_leverage, maxLeverage(bracket(notional)))`` (§D.3.7), so its isolated margin is
+``WB = notional / L`` (`isolated_margin`); funding payments are taken from, or added to, ``WB``
+and LP is recomputed after each (§D.3.5).
+
 The bankruptcy price is where the isolated margin is fully gone: ``BP = EP − s·WB/Q``. A liquidated
 position loses its whole isolated margin (§D.3.3), which is the same as closing it at ``BP`` with no
 exit fee; the engines book liquidations that way.

@@ -113,7 +113,10 @@ def cap_quantity(qty: float, entry: float, equity: float, max_leverage: float, f
     """Return ``qty`` capped by ``max_leverage × equity`` and by the bracket leverage cap."""
     limit = max_notional(equity, max_leverage, floor, cap, bracket_leverage)
     if qty * entry > limit:
-        return limit / entry
+        qty = limit / entry
+        # round-off may leave qty·entry a hair above a tier cap, i.e. in the next tier
+        while qty * entry > limit:
+            qty = np.nextafter(qty, 0.0)
     return qty
 
 
@@ -170,14 +173,21 @@ def realized_volatility(close: np.ndarray, window: int, periods_per_year: float)
     out = np.full(n, np.nan)
     if window < 2:
         window = 2
+    if n <= window:
+        return out
+    r = np.empty(n)
+    r[0] = 0.0
+    for k in range(1, n):
+        r[k] = math.log(close[k] / close[k - 1])
     for k in range(window, n):
+        # two passes over the window: exact enough and O(n·window) only in cheap adds
         mean = 0.0
         for j in range(k - window + 1, k + 1):
-            mean += math.log(close[j] / close[j - 1])
+            mean += r[j]
         mean /= window
         var = 0.0
         for j in range(k - window + 1, k + 1):
-            d = math.log(close[j] / close[j - 1]) - mean
+            d = r[j] - mean
             var += d * d
         out[k] = math.sqrt(var / (window - 1) * periods_per_year)
     return out
