@@ -18,8 +18,10 @@ Runs the same precomputed signal frame (the default strategy, or an EMA cross wi
 Timings are warm (best of ``--repeat``); numba compile time is reported separately (``*_compile_s``:
 first call minus warm call; small when numba's on-disk cache already holds the kernel). Prints a
 table and, as the last line, a JSON object (``{"bench": "engines", ...}``). Targets: fast >= 1,000x
-our backtrader engine, >= 3x vectorbt, within 3x of bare (checked on the whole call); our
-backtrader engine <= 50 % over plain backtrader.
+our backtrader engine and >= 3x vectorbt (the whole call: like those peers it takes a DataFrame and
+returns result tables); within 3x of bare (loop against loop: the kernel, since the bare loop takes
+prepared arrays and returns no tables; the whole call's ratio is printed too); our backtrader engine
+<= 50 % over plain backtrader. ``fast_bars_per_s`` in the JSON is always the whole call.
 
     python bench/engines.py                 # full run (backtrader takes a minute or two)
     python bench/engines.py --bars 20000    # quicker
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["backtrader_overhead_vs_plain"] = round(
             runs["backtrader"]["seconds"] / runs["plain_backtrader"]["seconds"] - 1.0, 3)
     targets = {"fast_vs_vectorbt >= 3": out["fast_vs_vectorbt"] >= 3,
-               "fast within 3x of bare": out["fast_vs_bare"] <= 3}
+               "fast kernel within 3x of bare": out["fast_kernel_vs_bare"] <= 3}
     if "backtrader" in runs:
         targets["fast_vs_backtrader >= 1000"] = out["fast_vs_backtrader"] >= 1000
         targets["backtrader overhead <= 50 %"] = out["backtrader_overhead_vs_plain"] <= 0.5

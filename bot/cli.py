@@ -32,13 +32,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 )
 
 for _name, _module, _func in COMMANDS:
-    try:
-        _mod = importlib.import_module(_module)
-    except ModuleNotFoundError as _err:  # TODO(lead): remove once every command module has landed
-        if _err.name != _module:
-            raise
-        continue
-    app.command(_name)(getattr(_mod, _func))
+    app.command(_name)(getattr(importlib.import_module(_module), _func))
 
 
 def main(argv: list[str] | None = None) -> None:

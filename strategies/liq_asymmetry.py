@@ -25,7 +25,7 @@ far cluster is replaced by that cap). Exhaustion uses the 24 h extreme ± 0.25·
 cluster. A magnet or exhaustion entry whose take-profit is closer than ``min_rr`` (0.5) times its
 stop distance is skipped (a magnet 0.2 % away does not pay for a 2·ATR stop). Every variant also exits after
 ``hold_hours`` and flips on an opposite entry. No entries during the map's warm-up
-(:func:`~strategies.features.liquidation_map.warmup_days`, 60 days).
+(:func:`~strategies.features.liquidation_map.warmup_days`, 90 days).
 
 Fixed (not tuned by :func:`suggest`): the map parameters, ``ema_n = 50``, ``z_days = 30``,
 ``cluster_buf``, ``max_stop_atr = 6``, ``consumed_exit``, ``min_rr``, the continuation and exhaustion

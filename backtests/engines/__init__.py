@@ -28,11 +28,18 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
 
 import pandas as pd
 
-from backtests.engines.common import EQUITY_COLUMNS, TRADE_COLUMNS, prepare
+from backtests.engines.common import (
+    EQUITY_COLUMNS,
+    TRADE_COLUMNS,
+    RawRun,
+    equity_frame,
+    prepare,
+    trades_frame,
+)
 from bot.config import BacktestConfig, RiskConfig
 
 __all__ = ["ENGINES", "EQUITY_COLUMNS", "TRADE_COLUMNS", "BacktestResult", "compile_fast_engine", "run_backtest"]
@@ -40,9 +47,9 @@ __all__ = ["ENGINES", "EQUITY_COLUMNS", "TRADE_COLUMNS", "BacktestResult", "comp
 ENGINES = ("backtrader", "fast")
 
 
-@dataclass(frozen=True)
 class BacktestResult:
-    """A finished backtest.
+    """A finished backtest. The tables are built from the engine's raw arrays on first access, so
+    an optimisation trial that reads only ``final_equity`` never pays for them.
 
     Attributes:
         trades: one row per closed trade: ``entry_time exit_time entry_bar exit_bar side (+1/−1) qty
@@ -57,12 +64,25 @@ class BacktestResult:
         engine: ``"backtrader"`` or ``"fast"``.
     """
 
-    trades: pd.DataFrame
-    equity: pd.DataFrame
-    final_equity: float
-    initial_cash: float
-    n_liquidations: int
-    engine: str
+    def __init__(self, raw: RawRun, index: pd.DatetimeIndex, initial_cash: float, engine: str) -> None:
+        self.raw = raw
+        self.index = index
+        self.final_equity = raw.final_equity
+        self.initial_cash = initial_cash
+        self.n_liquidations = raw.n_liquidations
+        self.engine = engine
+
+    @cached_property
+    def trades(self) -> pd.DataFrame:
+        return trades_frame(self.index, self.raw.trade_int, self.raw.trade_float)
+
+    @cached_property
+    def equity(self) -> pd.DataFrame:
+        return equity_frame(self.index, self.raw)
+
+    def __repr__(self) -> str:
+        return (f"BacktestResult(engine={self.engine!r}, trades={len(self.raw.trade_int)}, "
+                f"final_equity={self.final_equity:.2f}, liquidations={self.n_liquidations})")
 
 
 def run_backtest(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig, risk: RiskConfig,
@@ -87,12 +107,10 @@ def run_backtest(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestC
         raise ValueError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
     prepared = prepare(frame, signals, backtest, risk, symbol)
     if name == "fast":
-        from backtests.engines.fast import run_fast
-
-        return run_fast(prepared)
-    from backtests.engines.backtrader_engine import run_backtrader
-
-    return run_backtrader(prepared)
+        from backtests.engines.fast import run_raw
+    else:
+        from backtests.engines.backtrader_engine import run_raw
+    return BacktestResult(run_raw(prepared), prepared.index, prepared.initial_cash, name)
 
 
 def compile_fast_engine() -> float:

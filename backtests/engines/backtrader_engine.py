@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from backtrader.utils import date2num
 
-from backtests.engines.common import Prepared, RawRun, equity_frame, trades_frame
+from backtests.engines.common import Prepared, RawRun
 from bot.risk.execution import (
     EXIT_END,
     EXIT_LIQUIDATION,
@@ -316,8 +316,8 @@ class SignalTrader(bt.Strategy):
         equity = self.broker.getvalue() + self.cash_pending
         self.cash_pending = 0.0
         unrealized = 0.0 if pos is None else pos.side * pos.qty * (close - pos.entry)
-        state = update_state(self.pstate, equity, int(d.day[0]), k, rp[P_MAX_DRAWDOWN], rp[P_REDUCE_DRAWDOWN],
-                             rp[P_DAILY_LOSS])
+        self.pstate, state = update_state(self.pstate, equity, int(d.day[0]), k, rp[P_MAX_DRAWDOWN],
+                                          rp[P_REDUCE_DRAWDOWN], rp[P_DAILY_LOSS])
         self.rows[k] = (equity, equity - unrealized, held, self.fund_cum, self.fees_cum, state)
         if k == self.n - 1:
             self.final_equity = equity
@@ -393,8 +393,8 @@ class SignalTrader(bt.Strategy):
         elif r < 0.0:
             self.kelly[2] += 1
             self.kelly[3] -= r
-        record_exit(self.pstate, reason == EXIT_STOP or reason == EXIT_LIQUIDATION, k,
-                    int(self.rp[P_COOLDOWN_STOPOUTS]), int(self.rp[P_COOLDOWN_BARS]))
+        self.pstate = record_exit(self.pstate, reason == EXIT_STOP or reason == EXIT_LIQUIDATION, k,
+                                  int(self.rp[P_COOLDOWN_STOPOUTS]), int(self.rp[P_COOLDOWN_BARS]))
         if forced_exit(reason):
             self.blocked = pos.side
         if pos is self.pos:
@@ -436,13 +436,3 @@ def run_raw(prep: Prepared) -> RawRun:
                   trade_int=ti, trade_float=tf, final_equity=float(strat.final_equity),
                   n_liquidations=int(strat.n_liq))
 
-
-def run_backtrader(prep: Prepared):  # -> BacktestResult
-    """Run the backtrader engine and return its `BacktestResult`."""
-    from backtests.engines import BacktestResult
-
-    raw = run_raw(prep)
-    return BacktestResult(trades=trades_frame(prep.index, raw.trade_int, raw.trade_float),
-                          equity=equity_frame(prep.index, raw), final_equity=raw.final_equity,
-                          initial_cash=prep.initial_cash, n_liquidations=raw.n_liquidations,
-                          engine="backtrader")

@@ -116,14 +116,15 @@ def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig
         raise ValueError("signals must be indexed like the frame (same bars); compute them on this frame "
                          "or slice both the same way")
     o, h, lo, c = (_frozen(_series(frame, name)) for name in ("open", "high", "low", "close"))
-    if np.isnan(o).any() or np.isnan(h).any() or np.isnan(lo).any() or np.isnan(c).any():
+    if np.isnan(o + h + lo + c).any():  # one pass: a NaN anywhere survives the sum
         raise ValueError("open/high/low/close contain NaN; drop or fill those bars first")
     n = len(frame)
 
     def sig(name: str) -> np.ndarray:
         return _frozen(_series(signals, name)) if name in signals.columns else _nans(n)
 
-    target = _frozen(np.clip(np.nan_to_num(_series(signals, "target"), nan=0.0), -1.0, 1.0))
+    target = _series(signals, "target")
+    target = _frozen(np.clip(np.where(np.isnan(target), 0.0, target), -1.0, 1.0))
     funding = _frozen(_series(frame, "funding_rate")) if "funding_rate" in frame.columns else _nans(n)
     index = frame.index
     day = _frozen(index.asi8 // (86_400 * _UNITS_PER_SECOND[index.unit]), np.int64)

@@ -36,8 +36,6 @@ from backtests.engines.common import (
     TI_SIDE,
     Prepared,
     RawRun,
-    equity_frame,
-    trades_frame,
 )
 from bot.risk.execution import (
     EXIT_END,
@@ -69,7 +67,7 @@ from bot.risk.params import (
     STOP_STRATEGY,
     STOP_TRAILING_ATR,
 )
-from bot.risk.protections import HALTED, N_STATE, allows, init_state, record_exit, update_state
+from bot.risk.protections import HALTED, allows, new_state, record_exit, update_state
 from bot.risk.sizing import entry_quantity
 from bot.risk.stops import clamp_to_liquidation, entry_stop, stop_distance, tighter, trail_stop
 
@@ -107,8 +105,8 @@ def kernel(o, h, lo, c, mo, mh, ml, mc, fr, tgt, sstop, stp, atr, vol, day, p, f
     fund_out = np.empty(n)
     fees_out = np.empty(n)
     state_out = np.empty(n, dtype=np.int8)
-    ti = np.zeros((n + 1, 4), dtype=np.int64)
-    tf = np.zeros((n + 1, 7))
+    ti = np.empty((n + 1, 4), dtype=np.int64)
+    tf = np.empty((n + 1, 7))
     nt = 0
 
     fee_rate = p[P_TAKER_FEE]
@@ -153,12 +151,15 @@ def kernel(o, h, lo, c, mo, mh, ml, mc, fr, tgt, sstop, stp, atr, vol, day, p, f
     n_loss = 0
     sum_win = 0.0
     sum_loss = 0.0
-    ps = np.zeros(N_STATE)
-    init_state(ps, initial_cash, day[0])
+    max_drawdown = p[P_MAX_DRAWDOWN]
+    reduce_drawdown = p[P_REDUCE_DRAWDOWN]
+    daily_loss = p[P_DAILY_LOSS]
+    # a value, not an array: stores into an array the outputs might alias would force reloads every bar
+    ps = new_state(initial_cash, day[0])
 
     for k in range(n):
-        # 1. market orders at the open
-        for leg in range(2):
+        # 1. market orders at the open (none when flat without an entry pending: most bars)
+        for leg in range(2 if side != 0 or pend_side != 0 else 0):
             reason = EXIT_NONE
             price = 0.0
             if leg == 0 and pend_exit != EXIT_NONE and side != 0:
@@ -201,7 +202,7 @@ def kernel(o, h, lo, c, mo, mh, ml, mc, fr, tgt, sstop, stp, atr, vol, day, p, f
                 elif r < 0.0:
                     n_loss += 1
                     sum_loss -= r
-                record_exit(ps, reason == EXIT_STOP or reason == EXIT_LIQUIDATION, k, n_stopouts, cool_bars)
+                ps = record_exit(ps, reason == EXIT_STOP or reason == EXIT_LIQUIDATION, k, n_stopouts, cool_bars)
                 if forced_exit(reason):
                     blocked = side
                 side = 0
@@ -232,7 +233,7 @@ def kernel(o, h, lo, c, mo, mh, ml, mc, fr, tgt, sstop, stp, atr, vol, day, p, f
 
         # 5. books and protections at the close
         equity = cash + side * qty * (c[k] - entry) if side != 0 else cash
-        state = update_state(ps, equity, day[k], k, p[P_MAX_DRAWDOWN], p[P_REDUCE_DRAWDOWN], p[P_DAILY_LOSS])
+        ps, state = update_state(ps, equity, day[k], k, max_drawdown, reduce_drawdown, daily_loss)
         eq_out[k] = equity
         cash_out[k] = cash
         pos_out[k] = side * qty
@@ -283,16 +284,6 @@ def run_raw(prep: Prepared) -> RawRun:
     eq, cash, pos, fund, fees, state, ti, tf, n_liq = kernel(*_arrays(prep))
     return RawRun(equity=eq, cash=cash, position=pos, funding_pnl=fund, fees=fees, risk_state=state,
                   trade_int=ti, trade_float=tf, final_equity=float(cash[-1]), n_liquidations=int(n_liq))
-
-
-def run_fast(prep: Prepared):  # -> BacktestResult (import cycle kept out of the annotation)
-    """Run the fast engine and return its `BacktestResult`."""
-    from backtests.engines import BacktestResult
-
-    raw = run_raw(prep)
-    return BacktestResult(trades=trades_frame(prep.index, raw.trade_int, raw.trade_float),
-                          equity=equity_frame(prep.index, raw), final_equity=raw.final_equity,
-                          initial_cash=prep.initial_cash, n_liquidations=raw.n_liquidations, engine="fast")
 
 
 def warm_up() -> float:

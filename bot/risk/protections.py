@@ -16,10 +16,12 @@ HALTED refuses every order (the engines flatten an open position once, at the ne
 reason ``"protection"``). REDUCING refuses any order that would grow ``|position|`` or flip it. These
 are nautilus_trader's ``TradingState`` semantics.
 
-The state lives in a small float array (numba-friendly); `TradingState` names the codes.
+The state is an immutable `ProtectionState` (a named tuple numba keeps in registers): every function
+takes one and returns the next, so the engines and the live runner share one pure state machine.
 
 >>> s = new_state(10_000.0, 20_000)
->>> int(update_state(s, 8_400.0, 20_000, 5, 0.25, 0.15, 0.5))  # 16 % down
+>>> s, code = update_state(s, 8_400.0, 20_000, 5, 0.25, 0.15, 0.5)  # 16 % down
+>>> int(code)
 1
 >>> bool(allows(HALTED, 0.0, 1.0)), bool(allows(REDUCING, 2.0, -1.0)), bool(allows(REDUCING, 2.0, 1.0))
 (False, True, False)
@@ -28,9 +30,9 @@ The state lives in a small float array (numba-friendly); `TradingState` names th
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import NamedTuple
 
 import numba as nb
-import numpy as np
 
 ACTIVE = 0
 REDUCING = 1
@@ -47,74 +49,59 @@ class TradingState(IntEnum):
 
 STATE_NAMES = ("ACTIVE", "REDUCING", "HALTED")
 
-# slots of the state array
-S_PEAK = 0
-S_DAY_START = 1
-S_DAY = 2
-S_HALT_DAY = 3
-S_KILLED = 4
-S_STOPOUTS = 5
-S_COOL_UNTIL = 6
-S_LAST_EQUITY = 7
-N_STATE = 8
 
+class ProtectionState(NamedTuple):
+    """What the protections remember between bar closes (days are days since 1970-01-01, UTC)."""
 
-def new_state(initial_equity: float, day: int) -> np.ndarray:
-    """Return a fresh state array for an account of ``initial_equity`` starting on UTC day ``day``."""
-    s = np.zeros(N_STATE, dtype=np.float64)
-    init_state(s, initial_equity, day)
-    return s
+    peak: float  # highest close equity so far
+    day: int  # UTC day of the last update
+    day_start: float  # equity at the last close of the previous day
+    last_equity: float  # equity at the last update
+    killed: bool  # the max-drawdown kill switch has fired
+    halt_day: int  # UTC day halted by the daily-loss limit, or -1
+    stopouts: int  # consecutive stop-outs
+    cool_until: int  # REDUCING while the bar index is below this
 
 
 @nb.njit(cache=True)
-def init_state(s: np.ndarray, initial_equity: float, day: int) -> None:
-    """Reset ``s`` in place (``day`` = days since 1970-01-01, UTC)."""
-    s[S_PEAK] = initial_equity
-    s[S_DAY_START] = initial_equity
-    s[S_DAY] = day
-    s[S_HALT_DAY] = -1.0
-    s[S_KILLED] = 0.0
-    s[S_STOPOUTS] = 0.0
-    s[S_COOL_UNTIL] = -1.0
-    s[S_LAST_EQUITY] = initial_equity
+def new_state(initial_equity: float, day: int) -> ProtectionState:
+    """Return the state of a fresh account of ``initial_equity`` starting on UTC day ``day``."""
+    return ProtectionState(initial_equity, day, initial_equity, initial_equity, False, -1, 0, -1)
 
 
 @nb.njit(cache=True)
-def update_state(s: np.ndarray, equity: float, day: int, bar: int, max_drawdown: float,
-                 reduce_drawdown: float, daily_loss: float) -> int:
-    """Record the close ``equity`` of bar ``bar`` (on UTC day ``day``) and return the new state code."""
-    if day != s[S_DAY]:
-        s[S_DAY_START] = s[S_LAST_EQUITY]
-        s[S_DAY] = day
-    s[S_LAST_EQUITY] = equity
-    if equity > s[S_PEAK]:
-        s[S_PEAK] = equity
-    peak = s[S_PEAK]
-    drawdown = 1.0 - equity / peak if peak > 0.0 else 1.0
-    if drawdown >= max_drawdown:
-        s[S_KILLED] = 1.0
-    if s[S_KILLED] > 0.0:
-        return HALTED
-    start = s[S_DAY_START]
-    if start > 0.0 and equity <= start * (1.0 - daily_loss):
-        s[S_HALT_DAY] = day
-    if s[S_HALT_DAY] == day:
-        return HALTED
-    if drawdown >= reduce_drawdown or bar < s[S_COOL_UNTIL]:
-        return REDUCING
-    return ACTIVE
+def update_state(s: ProtectionState, equity: float, day: int, bar: int, max_drawdown: float,
+                 reduce_drawdown: float, daily_loss: float) -> tuple[ProtectionState, int]:
+    """Record the close ``equity`` of bar ``bar`` (on UTC day ``day``); return (new state, state code).
+
+    Drawdowns are compared as ``equity <= peak·(1 − limit)`` (no division on the hot path).
+    """
+    day_start = s.day_start
+    if day != s.day:
+        day_start = s.last_equity
+    peak = equity if equity > s.peak else s.peak
+    killed = s.killed or equity <= peak * (1.0 - max_drawdown)
+    halt_day = s.halt_day
+    if not killed and day_start > 0.0 and equity <= day_start * (1.0 - daily_loss):
+        halt_day = day
+    code = ACTIVE
+    if killed or halt_day == day:
+        code = HALTED
+    elif equity <= peak * (1.0 - reduce_drawdown) or bar < s.cool_until:
+        code = REDUCING
+    return ProtectionState(peak, day, day_start, equity, killed, halt_day, s.stopouts, s.cool_until), code
 
 
 @nb.njit(cache=True)
-def record_exit(s: np.ndarray, stopped_out: bool, bar: int, cooldown_stopouts: int, cooldown_bars: int) -> None:
-    """Count a position exit at bar ``bar``; ``stopped_out`` for stops and liquidations."""
-    if not stopped_out:
-        s[S_STOPOUTS] = 0.0
-        return
-    s[S_STOPOUTS] += 1.0
-    if s[S_STOPOUTS] >= cooldown_stopouts:
-        s[S_COOL_UNTIL] = bar + cooldown_bars
-        s[S_STOPOUTS] = 0.0
+def record_exit(s: ProtectionState, stopped_out: bool, bar: int, cooldown_stopouts: int,
+                cooldown_bars: int) -> ProtectionState:
+    """Count a position exit at bar ``bar`` (``stopped_out`` for stops and liquidations); return the new state."""
+    stopouts = s.stopouts + 1 if stopped_out else 0
+    cool_until = s.cool_until
+    if stopouts >= cooldown_stopouts:
+        cool_until = bar + cooldown_bars
+        stopouts = 0
+    return ProtectionState(s.peak, s.day, s.day_start, s.last_equity, s.killed, s.halt_day, stopouts, cool_until)
 
 
 @nb.njit(cache=True)

@@ -33,6 +33,7 @@ from bot.risk.protections import (
     ACTIVE,
     HALTED,
     REDUCING,
+    ProtectionState,
     allows,
     new_state,
     record_exit,
@@ -264,7 +265,7 @@ def test_max_drawdown_halt_is_final(equities: list[float]) -> None:
     peak = 10_000.0
     halted = False
     for bar, equity in enumerate(equities):
-        state = update_state(s, equity, 100 + bar // 24, bar, 0.25, 0.15, 1.0)
+        s, state = update_state(s, equity, 100 + bar // 24, bar, 0.25, 0.15, 1.0)
         peak = max(peak, equity)
         halted = halted or equity <= peak * 0.75
         assert (state == HALTED) == halted
@@ -272,24 +273,40 @@ def test_max_drawdown_halt_is_final(equities: list[float]) -> None:
             assert (state == REDUCING) == (equity <= peak * 0.85)
 
 
+def run_states(s: ProtectionState, steps: list[tuple[float, int, int]]) -> list[int]:
+    """Feed (equity, day, bar) closes with only the daily-loss limit (5 %) active; return the codes."""
+    codes = []
+    for equity, day, bar in steps:
+        s, code = update_state(s, equity, day, bar, 1.0, 1.0, 0.05)
+        codes.append(int(code))
+    return codes
+
+
 def test_daily_loss_halts_until_the_next_day() -> None:
-    s = new_state(10_000.0, 0)
-    assert update_state(s, 9_800.0, 0, 0, 1.0, 1.0, 0.05) == ACTIVE
-    assert update_state(s, 9_400.0, 0, 1, 1.0, 1.0, 0.05) == HALTED   # 6 % down since the day began
-    assert update_state(s, 9_900.0, 0, 2, 1.0, 1.0, 0.05) == HALTED   # still the same day
-    assert update_state(s, 9_500.0, 1, 3, 1.0, 1.0, 0.05) == ACTIVE   # new day, start = 9,900
-    assert update_state(s, 9_400.0, 1, 4, 1.0, 1.0, 0.05) == HALTED   # 9,405 is 5 % below 9,900
+    codes = run_states(new_state(10_000.0, 0), [
+        (9_800.0, 0, 0),
+        (9_400.0, 0, 1),  # 6 % down since the day began
+        (9_900.0, 0, 2),  # still the same day
+        (9_500.0, 1, 3),  # new day, start = 9,900
+        (9_400.0, 1, 4),  # 9,405 is 5 % below 9,900
+    ])
+    assert codes == [ACTIVE, HALTED, HALTED, ACTIVE, HALTED]
 
 
 def test_cooldown_after_consecutive_stopouts() -> None:
     s = new_state(10_000.0, 0)
-    record_exit(s, True, 5, 2, 3)
-    record_exit(s, False, 6, 2, 3)  # any other exit resets the count
-    record_exit(s, True, 7, 2, 3)
-    assert update_state(s, 10_000.0, 0, 7, 1.0, 1.0, 1.0) == ACTIVE
-    record_exit(s, True, 8, 2, 3)
-    states = [update_state(s, 10_000.0, 0, bar, 1.0, 1.0, 1.0) for bar in range(8, 13)]
-    assert states == [REDUCING, REDUCING, REDUCING, ACTIVE, ACTIVE]
+    s = record_exit(s, True, 5, 2, 3)
+    s = record_exit(s, False, 6, 2, 3)  # any other exit resets the count
+    s = record_exit(s, True, 7, 2, 3)
+    assert run_states(s, [(10_000.0, 0, 7)]) == [ACTIVE]
+    s = record_exit(s, True, 8, 2, 3)
+    assert run_states(s, [(10_000.0, 0, bar) for bar in range(8, 13)]) == [REDUCING] * 3 + [ACTIVE] * 2
+
+
+def test_state_is_a_value() -> None:
+    s0 = new_state(10_000.0, 0)
+    s1, _ = update_state(s0, 12_000.0, 0, 0, 0.25, 0.15, 0.05)
+    assert s0.peak == 10_000.0 and s1.peak == 12_000.0 and isinstance(s1, ProtectionState)
 
 
 def test_trading_state_names() -> None:
