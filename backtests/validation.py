@@ -87,3 +87,25 @@ def validate_against_realised(frame: pd.DataFrame, params: LiqMapParams = LiqMap
         "model_bars_long": int((m_long > 0).sum()), "model_bars_short": int((m_short > 0).sum()),
         "realised_bars_long": int((r_long > 0).sum()), "realised_bars_short": int((r_short > 0).sum()),
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m backtests.validation [SYMBOL TIMEFRAME ...]``: the README's table, from the sample."""
+    import json
+    import sys
+
+    from backtests.metrics import json_safe
+    from backtests.sample import load_sample_frame
+
+    args = sys.argv[1:] if argv is None else argv
+    pairs = list(zip(args[::2], args[1::2], strict=False)) or [
+        ("BTC/USDT:USDT", "1h"), ("BTC/USDT:USDT", "5m"), ("ETH/USDT:USDT", "1h")]
+    for symbol, timeframe in pairs:
+        out = validate_against_realised(load_sample_frame(symbol, timeframe))
+        keys = ("bars", "first", "last", "spearman_short", "spearman_long", "spearman_combined", "spearman_total",
+                "hit_rate_total", "realised_long_usd", "realised_short_usd")
+        print(json.dumps(json_safe({"symbol": symbol, "timeframe": timeframe} | {k: out.get(k) for k in keys})))
+
+
+if __name__ == "__main__":
+    main()

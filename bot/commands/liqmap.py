@@ -89,8 +89,8 @@ def liqmap(
                                                 "file ending in .html or .png.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary as the last stdout line.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="Config file (default ./config.toml).")] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data directory (overrides [data] dir).")] = None,
-    exchange: Annotated[str | None, typer.Option("--exchange", help="ccxt exchange id (overrides [data]).")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data directory (overrides \\[data] dir).")] = None,
+    exchange: Annotated[str | None, typer.Option("--exchange", help="ccxt exchange id (overrides \\[data] exchange).")] = None,
 ) -> None:
     """Estimate the liquidation map; write the heatmap (HTML + PNG) and print the asymmetry."""
     cfg = load_config(config)
