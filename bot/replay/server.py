@@ -536,22 +536,24 @@ class BinanceUsdmApi:
         return {"tick": tick, "min_price": tick, "max_price": "1000000", "step": step, "min_qty": step,
                 "max_qty": "1000000", "market_max_qty": "100000", "notional": "5"}
 
-    def _kline_series(self, req: Request, kind: str) -> tuple[MarketSpec, str, _Series | None]:
+    def _kline_window(self, req: Request, kind: str) -> tuple[_Series, slice] | None:
+        """The requested series of ``kind`` and the slice of it to serve (None: nothing stored)."""
         interval = req.params.get("interval")
         if not interval:
             raise ApiError(400, -1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
         if interval not in KLINE_INTERVALS:
             raise ApiError(400, -1120, "Invalid interval.")
         market = self._market(req.params)
-        return market, interval, self.data.series(market.symbol, kind, interval)
-
-    def klines(self, req: Request) -> list:
-        market, interval, s = self._kline_series(req, "ohlcv")
+        s = self.data.series(market.symbol, kind, interval)
         start, end = _range(req.params)
         limit = _limit(req.params, 500, 1500)
-        if s is None:
+        return None if s is None else (s, s.window(req.now_ms, start, end, limit))
+
+    def klines(self, req: Request) -> list:
+        found = self._kline_window(req, "ohlcv")
+        if found is None:
             return []
-        sl = s.window(req.now_ms, start, end, limit)
+        s, sl = found
         c = s.columns
         o, h, lo, cl, v = (c[n][sl].tolist() for n in ("open", "high", "low", "close", "volume"))
         tbv = c["taker_buy_volume"][sl].tolist() if "taker_buy_volume" in c else [x / 2 for x in v]
@@ -563,12 +565,10 @@ class BinanceUsdmApi:
         return rows
 
     def mark_price_klines(self, req: Request) -> list:
-        market, interval, s = self._kline_series(req, "mark")
-        start, end = _range(req.params)
-        limit = _limit(req.params, 500, 1500)
-        if s is None:
+        found = self._kline_window(req, "mark")
+        if found is None:
             return []
-        sl = s.window(req.now_ms, start, end, limit)
+        s, sl = found
         c = s.columns
         o, h, lo, cl = (c[n][sl].tolist() for n in ("open", "high", "low", "close"))
         basic = np.maximum(1, (s.available[sl] - s.times[sl]) // 60_000).tolist()
