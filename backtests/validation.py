@@ -100,10 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     pairs = list(zip(args[::2], args[1::2], strict=False)) or [
         ("BTC/USDT:USDT", "1h"), ("BTC/USDT:USDT", "5m"), ("ETH/USDT:USDT", "1h")]
+    keys = ("bars", "first", "last", "spearman_short", "spearman_long", "spearman_combined", "spearman_total",
+            "hit_rate_total", "realised_long_usd", "realised_short_usd")
     for symbol, timeframe in pairs:
         out = validate_against_realised(load_sample_frame(symbol, timeframe))
-        keys = ("bars", "first", "last", "spearman_short", "spearman_long", "spearman_combined", "spearman_total",
-                "hit_rate_total", "realised_long_usd", "realised_short_usd")
         print(json.dumps(json_safe({"symbol": symbol, "timeframe": timeframe} | {k: out.get(k) for k in keys})))
 
 

@@ -84,9 +84,6 @@ def _column(frame: pd.DataFrame, name: str, fallback: np.ndarray) -> np.ndarray:
     return _frozen(np.where(np.isnan(values), fallback, values))
 
 
-_UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-
-
 def periods_per_year(index: pd.DatetimeIndex) -> float:
     """Return how many bars of ``index``'s (median) spacing make a 365-day year."""
     if len(index) < 2:
@@ -127,7 +124,7 @@ def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig
     target = _frozen(np.clip(np.where(np.isnan(target), 0.0, target), -1.0, 1.0))
     funding = _frozen(_series(frame, "funding_rate")) if "funding_rate" in frame.columns else _nans(n)
     index = frame.index
-    day = _frozen(index.asi8 // (86_400 * _UNITS_PER_SECOND[index.unit]), np.int64)
+    day = _frozen(index.as_unit("s").asi8 // 86_400, np.int64)
     # ATR only for ATR stops, volatility only for volatility-target sizing (the costliest series)
     atr = (_frozen(average_true_range(h, lo, c, int(risk.atr_period)))
            if risk.stop in ("atr", "trailing_atr") else _nans(n))

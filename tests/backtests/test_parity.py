@@ -63,7 +63,7 @@ def both(frame: pd.DataFrame, signals: pd.DataFrame, risk: RiskConfig,
 
 
 def test_strategies_are_registered() -> None:
-    assert len(STRATEGIES) >= 1
+    assert set(STRATEGIES) == {"liq_asymmetry", "funding_reversal", "sr_levels", "confluence"}
 
 
 @pytest.mark.parametrize("dataset", DATASETS, ids=lambda d: f"{d[0][:3]}-{d[1]}")
