@@ -15,24 +15,48 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from strategies import confluence, funding_reversal, liq_asymmetry, sr_levels
-from strategies.base import StrategySpec
-from strategies.loader import StrategyLoadError, load_strategy
+if TYPE_CHECKING:
+    from strategies.base import StrategySpec
 
 __all__ = ["DEFAULT_STRATEGY", "STRATEGIES", "StrategyLoadError", "StrategySpec", "get_strategy",
            "load_strategy", "make_params"]
 
-STRATEGIES: dict[str, StrategySpec] = {
-    spec.name: spec for spec in (liq_asymmetry.SPEC, funding_reversal.SPEC, sr_levels.SPEC, confluence.SPEC)
-}
-
 DEFAULT_STRATEGY = "liq_asymmetry"
+
+_REGISTRY: dict[str, StrategySpec] = {}
+
+
+def _registry() -> dict[str, StrategySpec]:
+    """The registered strategies, imported on first use (``import strategies.features.x`` stays light)."""
+    if not _REGISTRY:
+        from strategies import confluence, funding_reversal, liq_asymmetry, sr_levels
+
+        _REGISTRY.update({spec.name: spec for spec in (liq_asymmetry.SPEC, funding_reversal.SPEC,
+                                                       sr_levels.SPEC, confluence.SPEC)})
+    return _REGISTRY
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use, so that ``import strategies.features.liqmap_params`` (the config does)
+    # loads neither pandas nor numba
+    if name == "STRATEGIES":  # ``STRATEGIES: dict[str, StrategySpec]``, the explicit registry
+        return _registry()
+    if name == "StrategySpec":
+        from strategies.base import StrategySpec
+
+        return StrategySpec
+    if name in ("load_strategy", "StrategyLoadError"):
+        from strategies import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'strategies' has no attribute '{name}'")
 
 
 def get_strategy(name: str) -> StrategySpec:
     """The strategy registered as ``name``; ``KeyError`` with a "did you mean" hint otherwise."""
+    STRATEGIES = _registry()
     try:
         return STRATEGIES[name]
     except KeyError:

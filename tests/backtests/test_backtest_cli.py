@@ -10,13 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from backtests.runner import atomic_dir, run_id
 from bot.cli import main
-from bot.commands.backtest import SUMMARY_KEYS, atomic_dir, parse_param_flags, run_id
+from bot.commands.backtest import SUMMARY_KEYS, parse_param_flags
 from bot.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--from", "2025-06-01", "--to", "2025-06-15"]  # two weeks of 1h bars
-RUN_FILES = ("stats.json", "trades.csv", "equity.csv", "params.json", "report.html")
+RUN_FILES = ("stats.json", "trades.csv", "equity.csv", "equity.parquet", "params.json", "report.html")
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_fast_run_writes_a_complete_run_folder(config: Path, tmp_path: Path,
 
 def test_param_override_lands_in_params_json_and_run_id(config: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from bot.commands.backtest import params_dict
+    from backtests.runner import params_dict
     from strategies import DEFAULT_STRATEGY, make_params
 
     def valid(key: str, value: int) -> bool:
@@ -140,7 +141,7 @@ def test_user_errors_exit_2_with_one_line(config: Path, tmp_path: Path, capsys: 
 
 
 def test_bad_param_value_names_the_field(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bot.commands.backtest import params_dict
+    from backtests.runner import params_dict
     from strategies import DEFAULT_STRATEGY, make_params
 
     key = next(k for k, v in params_dict(make_params(DEFAULT_STRATEGY, {})).items()
