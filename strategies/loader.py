@@ -31,7 +31,7 @@ from strategies.base import StrategySpec
 
 __all__ = ["StrategyLoadError", "load_strategy", "spec_from_module"]
 
-_LOADED: dict[Path, StrategySpec] = {}
+_MODULES: dict[Path, types.ModuleType] = {}  # each file is executed once per process
 
 
 class StrategyLoadError(ValueError):
@@ -118,9 +118,8 @@ def _load_file(path: Path, attr: str | None) -> StrategySpec:
     if not path.is_file():
         raise StrategyLoadError(f"strategy file {where} not found; check the path")
     resolved = path.resolve()
-    key = resolved if attr is None else resolved.with_name(f"{resolved.name}:{attr}")
-    if key in _LOADED:
-        return _LOADED[key]
+    if resolved in _MODULES:
+        return _check(spec_from_module(_MODULES[resolved], where, attr), where)
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
     mod_name = f"cascade_user_{resolved.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(mod_name, resolved)
@@ -136,9 +135,8 @@ def _load_file(path: Path, attr: str | None) -> StrategySpec:
     except Exception as err:  # noqa: BLE001 - whatever a user's module raises is reported on one line
         sys.modules.pop(mod_name, None)
         raise StrategyLoadError(f"{where}: importing it failed: {_one_line(err)}") from None
-    out = _check(spec_from_module(module, where, attr), where)
-    _LOADED[key] = out
-    return out
+    _MODULES[resolved] = module
+    return _check(spec_from_module(module, where, attr), where)
 
 
 def load_strategy(ref: str | Path, registry: dict[str, StrategySpec] | None = None) -> StrategySpec:
