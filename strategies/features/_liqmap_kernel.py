@@ -468,13 +468,6 @@ def _quantile_from_top(vals, n, size, frac, heap):
 
 
 @njit(cache=True)
-def quantile_linear(buf, n, q, heap):
-    """NumPy's default (``linear``) quantile of ``buf[:n]`` (an upper quantile is cheap here)."""
-    k = min(int(math.floor(q * (n - 1))), n - 1)
-    return _quantile_from_top(buf, n, n - k, q * (n - 1) - k, heap)
-
-
-@njit(cache=True)
 def _scan(s, start, stop, step, bin_u, kern, koff, buf, m, pivot):
     """One pass over bins ``start, start+step, ...`` (excluding ``stop``) of side ``s``.
 
