@@ -62,10 +62,6 @@ def both(frame: pd.DataFrame, signals: pd.DataFrame, risk: RiskConfig,
             run_backtest(frame, signals, backtest, risk, engine="backtrader"))
 
 
-def test_strategies_are_registered() -> None:
-    assert set(STRATEGIES) == {"liq_asymmetry", "funding_reversal", "sr_levels", "confluence"}
-
-
 @pytest.mark.parametrize("dataset", DATASETS, ids=lambda d: f"{d[0][:3]}-{d[1]}")
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_registered_strategy_parity(name: str, dataset: tuple[str, str], frames) -> None:
