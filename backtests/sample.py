@@ -9,8 +9,9 @@
   with the Binance close), 2025-03-08 onwards;
 * realised liquidation events (Hyperliquid 2025-05-25 → 29, OKX 2026-03-04 → 05).
 
-It is rebuilt from the public sources in ``../shared/data`` with :func:`build_sample`
-(origins and licences: README "Data").
+It is rebuilt with :func:`build_sample` from a folder holding the public source files (the layout,
+origins and licences are in README "Data"). The wheel ships it (``package-data`` in pyproject.toml),
+so an installed ``cascade`` backtests without any download.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def load_sample_frame(symbol: str = "BTC/USDT:USDT", timeframe: str = "1h",
 
 
 def build_sample(source: Path, out: Path = SAMPLE_DIR) -> Store:
-    """Rebuild the sample store from ``source`` (a copy of ``shared/data``), trimming 5m candles."""
+    """Rebuild the sample store from ``source`` (the public source files, README "Data"), trimming 5m candles."""
     staging = Path(tempfile.mkdtemp(prefix="cascade-sample-"))
     try:
         store = Store(staging)
@@ -59,7 +60,7 @@ def build_sample(source: Path, out: Path = SAMPLE_DIR) -> Store:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-if __name__ == "__main__":  # python -m backtests.sample ../shared/data
+if __name__ == "__main__":  # python -m backtests.sample SOURCE_DIR
     import sys
 
     built = build_sample(Path(sys.argv[1]))

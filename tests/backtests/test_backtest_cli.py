@@ -318,3 +318,57 @@ def test_brackets_recorded_and_missing_ones_warned(config: Path, capsys: pytest.
     info, warning = brackets_used("DOGE/USDT:USDT")
     assert info["requested"] == "DOGEUSDT" and info["symbol"] == "BTCUSDT"
     assert warning is not None and "no leverage brackets stored for DOGEUSDT" in warning
+
+
+def test_open_interest_source_reaches_the_frame() -> None:
+    """``[data] open_interest_source`` picks the venue whose open interest joins a Binance frame."""
+    from backtests.runner import data_warnings, load_history
+    from bot.config import Config, with_overrides
+
+    start, end = pd.Timestamp("2025-06-01", tz="UTC"), pd.Timestamp("2025-06-03", tz="UTC")
+    joined = load_history(Config(), pd.Timedelta(days=1), start, end)
+    assert joined.traded["open_interest"].notna().all() and data_warnings(joined.traded) == []
+    none = load_history(with_overrides(Config(), "data", open_interest_source=""), pd.Timedelta(days=1), start, end)
+    assert "open_interest" not in none.frame.columns
+    assert data_warnings(none.traded) == ["no open interest in the traded range: the liquidation map falls back "
+                                          "to volume-inferred interest"]
+
+
+def test_protection_warnings_from_the_risk_state_path() -> None:
+    """Hand-built equity paths: a run that ends HALTED says since when; one that recovered says for how long."""
+    from types import SimpleNamespace
+
+    from backtests.runner import result_warnings
+
+    idx = pd.date_range("2025-01-01", periods=10, freq="1h", tz="UTC", name="time")
+    ends_halted = ["ACTIVE"] * 4 + ["REDUCING"] * 2 + ["HALTED"] * 4
+    res = SimpleNamespace(equity=pd.DataFrame({"risk_state": pd.Categorical(ends_halted)}, index=idx))
+    assert result_warnings(res, {"n_trades": 3}) == [
+        "trading stopped by a protection: HALTED since 2025-01-01 06:00 UTC until the end (60% of the bars not "
+        "ACTIVE); see [risk] and equity.csv's risk_state"]
+    recovered = ["ACTIVE"] * 2 + ["HALTED"] * 3 + ["ACTIVE"] * 5
+    res = SimpleNamespace(equity=pd.DataFrame({"risk_state": pd.Categorical(recovered)}, index=idx))
+    assert result_warnings(res, {"n_trades": 0}) == [
+        "0 trades: the strategy never entered in this range (check the period, the warm-up and the parameters)",
+        "trading was halted by a protection for 30% of the bars (first at 2025-01-01 02:00 UTC)"]
+
+
+def test_report_draws_the_features_the_strategy_traded_on() -> None:
+    import numpy as np
+
+    from backtests import runner
+    from bot.config import Config, LiqMapParams, with_overrides
+    from strategies.features import liquidation_map as lm
+    from strategies.features.levels import LevelParams, level_features
+
+    cfg = Config(liqmap=LiqMapParams(half_life_days=7.0))
+    cfg = with_overrides(cfg, "backtest", strategy="sr_levels", engine="fast", start="2025-06-01", end="2025-06-08")
+    r = runner.run(cfg, {"pivot_n": 3})
+    layers = runner.report_layers(r, cfg, columns=20)
+    own = level_features(r.history.frame, LevelParams(pivot_left=3, pivot_right=3), r.features["liq"])
+    pd.testing.assert_frame_equal(layers["zones"], own.loc[r.history.start:])  # pivot 3, not the default 5
+    snap = lm.liquidation_map_snapshots(r.history.frame, LiqMapParams(half_life_days=7.0), layers["heatmap"].times)
+    np.testing.assert_array_equal(layers["heatmap"].long_usd, snap.long_usd)
+    assert layers["heatmap"].times[0] == r.history.start
+    plain = runner.run(with_overrides(cfg, "backtest", strategy="funding_reversal"))
+    assert runner.report_layers(plain, cfg) == {"zones": None, "heatmap": None}
