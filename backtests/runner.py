@@ -226,13 +226,10 @@ def backtest_range(cfg: Config, frame: pd.DataFrame, signals: pd.DataFrame, star
 def brackets_used(symbol: str) -> tuple[dict[str, Any], str | None]:
     """Which stored leverage brackets a run on ``symbol`` uses (for params.json), and a warning when they
     belong to another symbol."""
-    from bot.risk.brackets import DEFAULT_SYMBOL, exchange_symbol, load_brackets
+    from bot.risk.brackets import brackets_for, exchange_symbol
 
     wanted = exchange_symbol(symbol)
-    try:
-        b = load_brackets(symbol)
-    except KeyError:
-        b = load_brackets(DEFAULT_SYMBOL)
+    b = brackets_for(symbol)  # the very lookup the engines use, so params.json says what was used
     info = {"requested": wanted, "symbol": b.symbol, "as_of": b.as_of, "tiers": len(b.cap)}
     if b.symbol != wanted:
         return info, (f"no leverage brackets stored for {wanted}: liquidation prices and leverage caps use "

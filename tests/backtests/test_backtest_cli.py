@@ -372,3 +372,28 @@ def test_report_draws_the_features_the_strategy_traded_on() -> None:
     assert layers["heatmap"].times[0] == r.history.start
     plain = runner.run(with_overrides(cfg, "backtest", strategy="funding_reversal"))
     assert runner.report_layers(plain, cfg) == {"zones": None, "heatmap": None}
+
+
+def test_bundled_extra_brackets_match_their_source() -> None:
+    """bot/risk/brackets_binance_top.json: tiers contiguous, and the §D.1 recursion reproduces the
+    maintenance amounts ``cum`` that the source file states next to each tier."""
+    import numpy as np
+
+    from bot.risk.brackets import maintenance_amounts
+
+    doc = json.loads((REPO / "bot" / "risk" / "brackets_binance_top.json").read_text())
+    source_cum = {  # the ``cum`` column of the source, per symbol
+        "BNBUSDT": [0, 5, 45, 545, 8045, 58045, 183045, 433045, 2433045, 9933045],
+        "DOGEUSDT": [0, 5, 15, 165, 11415, 38915, 148915, 288915, 1163915, 5663915],
+        "DOTUSDT": [0, 35, 535, 8035, 58035, 108035, 233035, 1233035, 13733035],
+        "SOLUSDT": [0, 100, 900, 1900, 26900, 126900, 246900, 996900, 5496900],
+    }
+    assert set(doc["symbols"]) == set(source_cum)
+    for symbol, tiers in doc["symbols"].items():
+        floor = np.array([t["floor"] for t in tiers], dtype=float)
+        cap = np.array([t["cap"] for t in tiers], dtype=float)
+        assert floor[0] == 0 and (floor[1:] == cap[:-1]).all() and [t["tier"] for t in tiers] == list(range(1, len(tiers) + 1))
+        lev = [t["max_leverage"] for t in tiers]
+        assert lev == sorted(lev, reverse=True)
+        np.testing.assert_allclose(maintenance_amounts(floor, np.array([t["mmr"] for t in tiers])),
+                                   source_cum[symbol], atol=1e-6)
