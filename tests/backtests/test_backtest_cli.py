@@ -397,3 +397,14 @@ def test_bundled_extra_brackets_match_their_source() -> None:
         assert lev == sorted(lev, reverse=True)
         np.testing.assert_allclose(maintenance_amounts(floor, np.array([t["mmr"] for t in tiers])),
                                    source_cum[symbol], atol=1e-6)
+
+
+def test_default_start_is_one_warmup_after_the_data_and_short_data_warns() -> None:
+    from backtests.runner import load_history
+    from bot.config import Config
+
+    h = load_history(Config(), pd.Timedelta(days=30))
+    assert h.start == h.frame.index[0] + pd.Timedelta(days=30) and h.warnings == ()
+    short = load_history(Config(), pd.Timedelta(days=5000))
+    assert short.start == short.frame.index[0]
+    assert short.warnings[0].startswith("the data (") and "shorter than the strategy's warm-up" in short.warnings[0]
