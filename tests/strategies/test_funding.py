@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from backtests.sample import load_sample_frame
 from strategies.features.funding import FUNDING_COLUMNS, FundingParams, funding_features
 from strategies.features.indicators import rolling_percentile, rolling_zscore
 
@@ -15,8 +14,8 @@ CUTS = (300, 1200, 2500, 4100, 6000, 7700, 9000, 9978)
 
 
 @pytest.fixture(scope="module", params=["BTC/USDT:USDT", "ETH/USDT:USDT"])
-def sample(request) -> pd.DataFrame:
-    return load_sample_frame(request.param, "1h")
+def sample(request, sample_frame) -> pd.DataFrame:
+    return sample_frame(request.param, "1h").copy()
 
 
 def assert_same_row(a: pd.Series, b: pd.Series) -> None:

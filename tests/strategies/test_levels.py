@@ -8,15 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtests.sample import load_sample_frame
 from strategies.features.levels import LEVEL_COLUMNS, LevelParams, level_features, pivots, zones_at
 
 CUTS = (200, 800, 2000, 3500, 5200, 7000, 8800, 9978)
 
 
 @pytest.fixture(scope="module", params=["BTC/USDT:USDT", "ETH/USDT:USDT"])
-def sample(request) -> pd.DataFrame:
-    return load_sample_frame(request.param, "1h")
+def sample(request, sample_frame) -> pd.DataFrame:
+    return sample_frame(request.param, "1h").copy()
 
 
 def frame_from(close: np.ndarray, spread: float = 0.2, high: np.ndarray | None = None) -> pd.DataFrame:

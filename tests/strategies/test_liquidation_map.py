@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from backtests.sample import load_sample_frame
 from strategies.features.liquidation_map import (
     FEATURE_COLUMNS,
     LiqMapParams,
@@ -58,8 +57,8 @@ def bin_value(snapshot, row: int, price: float, side: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def btc_1h() -> pd.DataFrame:
-    return load_sample_frame("BTC/USDT:USDT", "1h")
+def btc_1h(sample_frame) -> pd.DataFrame:
+    return sample_frame("BTC/USDT:USDT", "1h").copy()
 
 
 # --- hand-computed cases -------------------------------------------------------------------------
@@ -273,8 +272,8 @@ def test_prefix_features_equal_full_frame_features(btc_1h):
         np.testing.assert_array_equal(part, full[:k], err_msg=f"prefix {k}")
 
 
-def test_prefix_on_5m_with_mark_free_frame():
-    frame = load_sample_frame("BTC/USDT:USDT", "5m").iloc[-20_000:]
+def test_prefix_on_5m_with_mark_free_frame(btc_5m):
+    frame = btc_5m.iloc[-20_000:].copy()
     full = liquidation_features(frame).to_numpy()
     for k in (7, 5_000, 12_345, 19_999):
         np.testing.assert_array_equal(liquidation_features(frame.iloc[:k]).to_numpy(), full[:k])

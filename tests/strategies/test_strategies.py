@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError
 
 import strategies
-from backtests.sample import load_sample_frame
 from strategies import DEFAULT_STRATEGY, STRATEGIES, get_strategy, make_params
 from strategies.base import StrategySpec, feature_key
 from strategies.features.indicators import hold_intent
@@ -21,13 +20,13 @@ NAMES = sorted(STRATEGIES)
 
 
 @pytest.fixture(scope="module", params=["BTC/USDT:USDT", "ETH/USDT:USDT"])
-def sample(request) -> pd.DataFrame:
-    return load_sample_frame(request.param, "1h")
+def sample(request, sample_frame) -> pd.DataFrame:
+    return sample_frame(request.param, "1h").copy()
 
 
 @pytest.fixture(scope="module")
-def btc() -> pd.DataFrame:
-    return load_sample_frame("BTC/USDT:USDT", "1h")
+def btc(btc_1h) -> pd.DataFrame:
+    return btc_1h.copy()
 
 
 def entries(target: pd.Series) -> int:
@@ -164,9 +163,9 @@ def test_sr_rules_trade(rule, btc):
     assert entries(sig["target"]) >= 5
 
 
-def test_funding_rules():
+def test_funding_rules(btc):
     # on the 2025 sample, funding never reached the crowded 0.03 %: the reset rule does not trade
-    frame = load_sample_frame("BTC/USDT:USDT", "1h")
+    frame = btc
     module = STRATEGIES["funding_reversal"]
     assert entries(module.signals(frame, module.Params(rule="reset"))["target"]) == 0
     fade = module.signals(frame, module.Params(rule="fade"))
