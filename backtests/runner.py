@@ -3,6 +3,9 @@
 ``cascade backtest`` is a thin shell around :func:`run` and :func:`write_run`; the optimiser and a
 paper runner reuse the pieces:
 
+* :func:`suggest_params` ``(cfg, spec, trial) -> Params``: an optuna trial's parameters with the
+  configured values for everything the search space does not sample (use it in place of
+  ``spec.suggest(trial)``, or ``[liqmap]`` and ``[strategies.<name>]`` are silently ignored).
 * :func:`resolve_strategy` ``(cfg, ref=None, overrides=None) -> (StrategySpec, Params)``: a
   registered name, a user file ``path/to/my_strategy.py``, ``module:NAME`` or a name from
   ``[strategies] paths``; parameters from ``[liqmap]`` (for strategies with a ``liqmap`` field),
@@ -49,7 +52,7 @@ from bot.errors import UserError
 from bot.timeframes import parse_utc, timeframe_to_timedelta
 
 __all__ = ["History", "Run", "atomic_dir", "backtest_range", "load_history", "params_dict", "report_layers",
-           "resolve_strategy", "run", "run_id", "write_equity", "write_run"]
+           "resolve_strategy", "run", "run_id", "strategy_params", "suggest_params", "write_equity", "write_run"]
 
 Status = Callable[[str], AbstractContextManager[Any]]
 
@@ -84,13 +87,20 @@ def _describe_param_error(err: ValidationError, name: str, params_cls: type) -> 
 def resolve_strategy(cfg: Config, ref: str | None = None, overrides: dict[str, Any] | None = None
                      ) -> tuple[Any, Any]:
     """``(spec, params)`` for ``ref`` (default ``[backtest] strategy``), see the module docstring."""
-    from strategies import StrategyLoadError, load_strategy, make_params
+    from strategies import StrategyLoadError, load_strategy
 
     ref = ref or cfg.backtest.strategy
     try:
         spec = load_strategy(ref, strategy_registry(cfg))
     except StrategyLoadError as err:
         raise UserError(str(err)) from None
+    return spec, strategy_params(cfg, spec, overrides)
+
+
+def strategy_params(cfg: Config, spec: Any, overrides: dict[str, Any] | None = None) -> Any:
+    """``spec``'s Params from ``[liqmap]`` (a ``liqmap`` field), ``[strategies.<name>]`` and ``overrides``."""
+    from strategies import make_params
+
     raw: dict[str, Any] = {}
     if "liqmap" in _param_names(spec.Params):
         raw["liqmap"] = cfg.liqmap
@@ -103,7 +113,21 @@ def resolve_strategy(cfg: Config, ref: str | None = None, overrides: dict[str, A
     except (TypeError, ValueError) as err:
         raise UserError(f"bad parameters for strategy '{spec.name}': {' '.join(str(err).split())}; "
                         f"valid parameters: {', '.join(_param_names(spec.Params))}") from None
-    return spec, params
+    return params
+
+
+def suggest_params(cfg: Config, spec: Any, trial: Any) -> Any:
+    """``spec.suggest(trial)`` with the configured values for every field the trial did not sample.
+
+    The search space varies a few fields; the others keep the config's values (``[liqmap]`` for a
+    ``liqmap`` field, ``[strategies.<name>]``), exactly as :func:`resolve_strategy` builds them for a
+    backtest, so a tuned strategy trades on the same map and fixed parameters as it was tuned with.
+    """
+    sampled = spec.suggest(trial)
+    configured = strategy_params(cfg, spec)
+    fixed = {f.name: getattr(configured, f.name) for f in dataclasses.fields(spec.Params)
+             if f.name not in trial.params}
+    return dataclasses.replace(sampled, **fixed)
 
 
 def params_dict(params: Any) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["SIGNAL_COLUMNS", "SLOWEST_TIMEFRAME", "StrategySpec", "bar_lookback", "feature_key", "flat"]
+__all__ = ["SIGNAL_COLUMNS", "SLOWEST_TIMEFRAME", "FeatureCache", "StrategySpec", "bar_lookback", "feature_key",
+           "flat"]
 
 SIGNAL_COLUMNS: tuple[str, ...] = ("target", "stop", "take_profit")
 
@@ -115,3 +116,30 @@ class StrategySpec:
 def feature_key(spec: StrategySpec, p: Any) -> tuple[Any, ...]:
     """The cache key of ``spec.features(frame, p)`` for one frame: the values of ``feature_params``."""
     return tuple(getattr(p, f) for f in spec.feature_params)
+
+
+class FeatureCache:
+    """One frame's features per distinct ``feature_key``: what an optimiser keeps between trials.
+
+    >>> cache = FeatureCache(spec, frame)  # doctest: +SKIP
+    >>> signals = cache.signals(spec.suggest(trial))  # features computed on the first trial of each key
+    """
+
+    def __init__(self, spec: StrategySpec, frame: pd.DataFrame) -> None:
+        self.spec = spec
+        self.frame = frame
+        self._store: dict[tuple[Any, ...], Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def features(self, p: Any) -> Any:
+        """``spec.features(frame, p)``, computed once per ``feature_key``."""
+        key = feature_key(self.spec, p)
+        if key not in self._store:
+            self._store[key] = self.spec.compute_features(self.frame, p)
+        return self._store[key]
+
+    def signals(self, p: Any) -> pd.DataFrame:
+        """``spec.run(frame, p, features)`` with the cached features."""
+        return self.spec.run(self.frame, p, self.features(p))

@@ -408,3 +408,18 @@ def test_default_start_is_one_warmup_after_the_data_and_short_data_warns() -> No
     short = load_history(Config(), pd.Timedelta(days=5000))
     assert short.start == short.frame.index[0]
     assert short.warnings[0].startswith("the data (") and "shorter than the strategy's warm-up" in short.warnings[0]
+
+
+def test_suggested_params_keep_the_configured_fixed_values() -> None:
+    import optuna
+
+    from backtests import runner
+    from bot.config import Config, LiqMapParams
+    from strategies import STRATEGIES
+
+    cfg = Config(liqmap=LiqMapParams(half_life_days=7.0), strategies={"sr_levels": {"window": 300, "rr": 9.0}})
+    spec = STRATEGIES["sr_levels"]
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2)).ask()
+    p = runner.suggest_params(cfg, spec, trial)
+    assert p.liqmap.half_life_days == 7.0 and p.window == 300  # not searched: from the config
+    assert p.rr == trial.params["rr"] != 9.0 and p.pivot_n == trial.params["pivot_n"]  # searched: the trial's

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 import strategies
 from strategies import DEFAULT_STRATEGY, STRATEGIES, get_strategy, make_params
-from strategies.base import StrategySpec, feature_key
+from strategies.base import FeatureCache, StrategySpec, feature_key
 from strategies.features.indicators import hold_intent
 
 CUTS = (1500, 2600, 4000, 5500, 7300, 9978)
@@ -198,6 +198,16 @@ def test_features_hook_is_exact_and_keyed(name, btc):
         q = spec.suggest(study.ask())
         if feature_key(spec, q) == feature_key(spec, p):
             pd.testing.assert_frame_equal(spec.run(part, q, fe), spec.run(part, q))
+
+
+def test_feature_cache_computes_once_per_key(btc):
+    spec = STRATEGIES["sr_levels"]
+    part = btc.iloc[:3000]
+    cache = FeatureCache(spec, part)
+    a, b, c = spec.Params(rr=1.5), spec.Params(rr=3.0), spec.Params(pivot_n=4)
+    for p in (a, b, c, a):
+        pd.testing.assert_frame_equal(cache.signals(p), spec.run(part, p))
+    assert len(cache) == 2  # rr is not a feature parameter, pivot_n is
 
 
 def test_target_outside_unit_range_is_an_error(btc):
