@@ -316,6 +316,7 @@ class Run:
 def run(cfg: Config, overrides: dict[str, Any] | None = None, status: Status = _quiet) -> Run:
     """Backtest the configured strategy on the configured dataset (module docstring)."""
     from backtests.metrics import compute_stats
+    from strategies.base import SLOWEST_TIMEFRAME
 
     spec, params = resolve_strategy(cfg, None, overrides)
     data, bt = cfg.data, cfg.backtest
@@ -337,6 +338,10 @@ def run(cfg: Config, overrides: dict[str, Any] | None = None, status: Status = _
     stats = compute_stats(result, data.timeframe)
     brackets, bracket_warning = brackets_used(data.symbol)
     warnings = [*history.warnings, *data_warnings(history.traded)]
+    if timeframe_to_timedelta(data.timeframe) > SLOWEST_TIMEFRAME:
+        warnings.append(f"{data.timeframe} bars: declared warm-ups cover bar-counted lookbacks up to "
+                        f"{SLOWEST_TIMEFRAME.components.hours}h bars only; signals early in the range may differ "
+                        "from a run with more history")
     warnings += [bracket_warning] if bracket_warning else []
     warnings += result_warnings(result, stats)
     stats["warmup_days"] = warmup / pd.Timedelta(days=1)

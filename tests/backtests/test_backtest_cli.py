@@ -423,3 +423,18 @@ def test_suggested_params_keep_the_configured_fixed_values() -> None:
     p = runner.suggest_params(cfg, spec, trial)
     assert p.liqmap.half_life_days == 7.0 and p.window == 300  # not searched: from the config
     assert p.rr == trial.params["rr"] != 9.0 and p.pivot_n == trial.params["pivot_n"]  # searched: the trial's
+
+
+def test_timeframe_above_the_warmup_convention_warns(tmp_path: Path, btc_1h: pd.DataFrame) -> None:
+    """Daily bars built from the sample's hourly candles: the run works and says the warm-up may be short."""
+    from backtests import runner
+    from bot.config import Config, with_overrides
+    from bot.store import DatasetKey, Store
+
+    daily = btc_1h[["open", "high", "low", "close", "volume"]].resample("1D").agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}).dropna()
+    Store(tmp_path).write(DatasetKey("binanceusdm", "BTC/USDT:USDT", "ohlcv", "1d"), daily)
+    cfg = with_overrides(Config(), "data", dir=tmp_path, timeframe="1d", use_sample=False)
+    cfg = with_overrides(cfg, "backtest", strategy=str(EXAMPLE), engine="fast")
+    r = runner.run(cfg)
+    assert any(w.startswith("1d bars: declared warm-ups cover bar-counted lookbacks up to 4h") for w in r.warnings)
