@@ -124,9 +124,10 @@ def suggest_params(cfg: Config, spec: Any, trial: Any) -> Any:
     backtest, so a tuned strategy trades on the same map and fixed parameters as it was tuned with.
     """
     sampled = spec.suggest(trial)
-    configured = strategy_params(cfg, spec)
+    configured, default = strategy_params(cfg, spec), spec.Params()
+    # a field suggest() left alone: not a trial parameter, and still at its default
     fixed = {f.name: getattr(configured, f.name) for f in dataclasses.fields(spec.Params)
-             if f.name not in trial.params}
+             if f.name not in trial.params and getattr(sampled, f.name) == getattr(default, f.name)}
     return dataclasses.replace(sampled, **fixed)
 
 
