@@ -23,6 +23,10 @@ paper runner reuse the pieces:
 * :func:`report_layers` ``(run) -> {"zones", "heatmap"}``: what the report draws, taken from the
   features the strategy traded on (the levels it computed, the map with its ``liqmap``).
 
+A paper or live loop reuses the same pieces: ``resolve_strategy`` once, then at each bar close
+``spec.run(window, p)`` on the last ``spec.warmup(p)`` of bars (the warm-up test guarantees the last
+row equals a backtest's), handing the last row's target/stop/take-profit to the core.
+
 Warnings for degenerate runs (no trades, history shorter than the warm-up, no funding or open
 interest in the range, trading stopped by a protection, brackets of another symbol) are returned in
 ``Run.warnings`` and written to ``stats.json`` under ``"warnings"``.
