@@ -53,6 +53,26 @@ _QUOTES = ("USDT", "USDC", "BUSD", "USD")
 # their size tracks rallies, correlation +0.9 with the hourly return on the sample's BTC days).
 _LIQUIDATED_SIDE = {"sell": "long", "buy": "short", "s": "short", "l": "long", "short": "short", "long": "long"}
 
+# Availability lag per (source format, kind): how long after a row's stamp the value was known.
+# The store keeps *availability* times for auxiliary series (docs/architecture.md, the frame
+# contract), so importers add this lag. ``None`` = one row spacing (the row describes the interval
+# that starts at its stamp, known at that interval's end). See README "Availability times".
+AVAILABILITY_LAGS: dict[tuple[str, str], pd.Timedelta | None] = {
+    ("long_parquet", "open_interest"): None,          # Hyperliquid hourly OI: end of its hour
+    ("long_parquet", "funding_rate"): pd.Timedelta(0),  # settlement time = when the rate is paid
+    ("long_parquet", "liquidations"): pd.Timedelta(0),  # event time
+    ("freqtrade", "funding_rate"): pd.Timedelta(0),     # settlement time
+    ("binance_bulk", "open_interest"): pd.Timedelta(0),  # metrics create_time: snapshot taken then
+    ("binance_bulk", "funding_rate"): pd.Timedelta(0),   # calc_time: settlement time
+    ("binance_bulk", "liquidations"): pd.Timedelta(0),   # event time
+}
+
+
+def availability_lag(source: str, kind: str, spacing: pd.Timedelta) -> pd.Timedelta:
+    """The lag added to a ``source`` row's stamp for ``kind`` (:data:`AVAILABILITY_LAGS`)."""
+    lag = AVAILABILITY_LAGS[(source, kind)]
+    return spacing if lag is None else lag
+
 
 @dataclass
 class ImportReport:
@@ -172,7 +192,8 @@ class Importer:
             raise DataError(f"{file} has no 'date' column; expected freqtrade's date, open, high, low, close, volume")
         raw.index = _to_utc(raw["date"])
         if kind == "funding_rate":
-            rows = pd.DataFrame({"funding_rate": raw["open"].astype(float)}, index=raw.index)
+            rows = pd.DataFrame({"funding_rate": raw["open"].astype(float)},
+                                index=raw.index + availability_lag("freqtrade", kind, pd.Timedelta(0)))
         else:
             cols = ["open", "high", "low", "close"] + (["volume"] if kind == "ohlcv" else [])
             rows = raw[cols].astype(float)
@@ -195,19 +216,32 @@ class Importer:
                 self._open_interest_usd(file, venue, symbol, part["oi_usd"].astype(float))
             elif "funding_rate" in part.columns:
                 rows = pd.DataFrame({"funding_rate": part["funding_rate"].astype(float)})
+                rows.index = rows.index + availability_lag("long_parquet", "funding_rate", pd.Timedelta(0))
                 self._write(DatasetKey(venue, symbol, "funding_rate"), rows, file)
             elif {"side", "size_usd", "price"} <= set(part.columns):
                 side = part["side"].astype(str).str.lower().map(_LIQUIDATED_SIDE)
                 value = part["size_usd"].astype(float)
                 rows = pd.DataFrame({"side": side.astype(object), "price": part["price"].astype(float),
                                      "amount": value / part["price"].astype(float), "value": value})
+                rows.index = rows.index + availability_lag("long_parquet", "liquidations", pd.Timedelta(0))
                 self._write(DatasetKey(venue, symbol, "liquidations"), rows.dropna(subset=["side"]), file)
             else:
                 self.report.skipped.append(f"{file.name}: no oi_usd, funding_rate or liquidation columns")
                 return
 
     def _open_interest_usd(self, file: Path, venue: str, symbol: str, oi_usd: pd.Series) -> None:
-        """Convert USD open interest to contracts with the last close known at each snapshot."""
+        """Stamp USD open interest at its availability time and convert it to contracts there.
+
+        A long-format row at ``timestamp`` describes the interval that *starts* there (for the
+        Hyperliquid hourly history: the hour ``[t, t+1h)``; its log changes load on the price path
+        up to ``t+30 min``, see ``tests/bot/test_leaks.py``), so it is known only at the end of
+        that interval: the stamp becomes ``timestamp + spacing`` (:data:`AVAILABILITY_LAGS`).
+        The USD value is divided by the last candle close known at that availability time.
+        """
+        spacing = pd.Series(oi_usd.index).diff().mode().min()  # the usual spacing; gaps do not change it
+        spacing = spacing if pd.notna(spacing) and spacing > pd.Timedelta(0) else pd.Timedelta(hours=1)
+        lag = availability_lag("long_parquet", "open_interest", spacing)
+        available = (oi_usd.index + lag).rename("time")
         base = symbol.split("/")[0]
         candles = [k for k in self.store.keys() if k.kind == "ohlcv" and k.symbol.split("/")[0] == base]
         if not candles:
@@ -217,20 +251,20 @@ class Importer:
         ohlcv = self.store.read(key)
         assert ohlcv is not None
         step = timeframe_to_timedelta(key.timeframe)
+        # a bar [o, o+step) is known at its close o+step: the price known at time T is the close
+        # of the last bar with o + step <= T
         closes = pd.DataFrame({"price": ohlcv["close"].to_numpy()}, index=(ohlcv.index + step).as_unit("ns"))
-        left = pd.DataFrame({"t": oi_usd.index.as_unit("ns")})
+        left = pd.DataFrame({"t": available.as_unit("ns")})
         joined = pd.merge_asof(left, closes.rename_axis("t").reset_index(), on="t", direction="backward",
                                tolerance=4 * step)
         price = joined["price"].to_numpy()
         rows = pd.DataFrame({"open_interest": oi_usd.to_numpy() / price, "open_interest_value": oi_usd.to_numpy()},
-                            index=oi_usd.index).dropna()
+                            index=available).dropna()
         dropped = len(oi_usd) - len(rows)
         if dropped:
             self.report.problems.append(f"{file.name}: {dropped} {symbol} open-interest rows had no price to "
                                         "convert with and were not imported")
-        spacing = pd.Series(rows.index).diff().mode().min()  # the usual spacing; gaps do not change it
-        timeframe = _timedelta_to_timeframe(spacing) if pd.notna(spacing) else "1h"
-        self._write(DatasetKey(venue, symbol, "open_interest", timeframe), rows, file)
+        self._write(DatasetKey(venue, symbol, "open_interest", _timedelta_to_timeframe(spacing)), rows, file)
 
     # -- Binance bulk archives -------------------------------------------------------------------
     def _bulk(self, file: Path, match: re.Match[str]) -> None:
@@ -242,7 +276,8 @@ class Importer:
                 raw = _csv(text, None)
                 rows = pd.DataFrame({"open_interest": raw["sum_open_interest"].astype(float),
                                      "open_interest_value": raw["sum_open_interest_value"].astype(float)})
-                rows.index = _to_utc(raw["create_time"])
+                rows.index = _to_utc(raw["create_time"]) + availability_lag("binance_bulk", "open_interest",
+                                                                            pd.Timedelta(0))
                 self._write(DatasetKey(exchange, symbol, "open_interest", "5m"), rows, file)
             elif what == "liquidationSnapshot":
                 raw = _csv(text, None)
@@ -251,12 +286,13 @@ class Importer:
                 qty = raw["accumulated_fill_quantity"].astype(float)
                 rows = pd.DataFrame({"side": raw["side"].str.upper().map({"SELL": "long", "BUY": "short"}),
                                      "price": price, "amount": qty, "value": qty * price})
-                rows.index = _to_utc(raw["time"])
+                rows.index = _to_utc(raw["time"]) + availability_lag("binance_bulk", "liquidations", pd.Timedelta(0))
                 self._write(DatasetKey(exchange, symbol, "liquidations"), rows, file)
             elif what == "fundingRate":
                 raw = _csv(text, None)
                 rows = pd.DataFrame({"funding_rate": raw["last_funding_rate"].astype(float)})
-                rows.index = _to_utc(raw["calc_time"])
+                rows.index = _to_utc(raw["calc_time"]) + availability_lag("binance_bulk", "funding_rate",
+                                                                          pd.Timedelta(0))
                 self._write(DatasetKey(exchange, symbol, "funding_rate"), rows, file)
             else:
                 raw = _csv(text, _KLINE_COLUMNS)

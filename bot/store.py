@@ -15,7 +15,8 @@ Stored columns by kind (``time`` means):
 * ``ohlcv``          bar open time: open, high, low, close, volume [, taker_buy_volume]
 * ``mark``           bar open time: open, high, low, close
 * ``funding_rate``   settlement time: funding_rate [, mark_price]
-* ``open_interest``  snapshot time: open_interest (contracts), open_interest_value (USD)
+* ``open_interest``  availability time (when the value was known; importers add each source's lag,
+                     :data:`bot.importers.AVAILABILITY_LAGS`): open_interest (contracts), open_interest_value (USD)
 * ``liquidations``   event time: side ("long"/"short" = the liquidated position), price, amount, value (USD)
 """
 

@@ -75,8 +75,10 @@ def test_hyperliquid_open_interest_usd_becomes_contracts(tmp_path):
     long.to_parquet(path)
     Importer(store).import_path(path)
     oi = store.read(DatasetKey("hyperliquid", "BTC/USDC:USDC", "open_interest", "1h"))
-    # 01:00 -> the last close known then is bar [00:00, 01:00): 100; 02:00 -> 200; 03:30 -> bar [02:00, 03:00): 400
-    np.testing.assert_allclose(oi["open_interest"], [10.0, 15.0, 20.0])
+    # each row describes the hour starting at its stamp, so it is known one spacing (1h) later:
+    # 02:00 -> last close known then is bar [01:00, 02:00): 200; 03:00 -> 400; 04:30 -> bar [03:00, 04:00): 800
+    assert [t.strftime("%H:%M") for t in oi.index] == ["02:00", "03:00", "04:30"]
+    np.testing.assert_allclose(oi["open_interest"], [5.0, 7.5, 10.0])
     np.testing.assert_allclose(oi["open_interest_value"], [1000.0, 3000.0, 8000.0])
 
 
