@@ -22,8 +22,8 @@ How it pages and why:
   ``ccxt.OperationFailed``, i.e. every ``NetworkError`` (429 → DDoSProtection/RateLimitExceeded,
   5xx → ExchangeNotAvailable, timeouts, dropped connections) plus Binance's
   "internal error, try again" replies. ``Retry-After`` is honoured when it is longer.
-* Leftover temp files of an interrupted write (``.cascade-*.tmp``) in a dataset's folder are
-  removed before that dataset is written: one downloader per data directory at a time.
+* Every page is merged under the dataset's lock (:meth:`bot.store.Store.write`), so any number of
+  downloads, imports and readers may share a store; temporaries of killed writers are swept there.
 """
 
 from __future__ import annotations
@@ -119,16 +119,6 @@ def _ms(ts: pd.Timestamp) -> int:
 
 def _is_supported(exchange: ccxt.Exchange, method: str) -> bool:
     return bool(exchange.has.get(method))
-
-
-def remove_stale_temp_files(store: Store, key: DatasetKey) -> int:
-    """Delete ``.cascade-*.tmp`` files an interrupted write left next to ``key``'s file."""
-    folder = store.path(key).parent
-    removed = 0
-    for tmp in folder.glob(".cascade-*.tmp") if folder.is_dir() else []:
-        tmp.unlink(missing_ok=True)
-        removed += 1
-    return removed
 
 
 def close_symbols(symbol: str, markets: Iterable[str], n: int = 5) -> list[str]:
@@ -286,7 +276,6 @@ class Downloader:
 
     def _download(self, result: DatasetResult, step: int, since_ms: int, until_ms: int, now: int) -> None:
         key = result.key
-        remove_stale_temp_files(self.store, key)
         bars = key.kind in ("ohlcv", "mark")
         increment = 1 if key.kind == "funding_rate" else step
         # rows must be final by the exchange's clock: closed bars, past events

@@ -7,8 +7,12 @@ Layout under the data directory::
 
 Each file holds a UTC ``time`` index plus the kind's columns; the unified symbol, kind and
 timeframe are kept in the Parquet schema metadata so listings need no parsing of file names.
-Writes are atomic (temp file in the same folder, then ``os.replace``) and incremental: new rows
-are merged with what is stored and de-duplicated on time (on the whole row for event kinds).
+Writes are atomic (temp file in the same folder, then ``os.replace``, :mod:`bot.atomic`) and
+incremental: new rows are merged with what is stored and de-duplicated on time (on the whole row
+for event kinds). Every read-merge-write holds the dataset's ``fcntl.flock`` lock
+(``.<file>.lock`` beside it), so any number of downloads, imports, backtests and a recorder may
+run on one store at once; readers open a file once and call it corrupt only after a re-read
+under the lock. Stale temporaries of killed writers are swept under the lock.
 
 Stored columns by kind (``time`` means):
 
@@ -22,9 +26,11 @@ Stored columns by kind (``time`` means):
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bot.atomic import atomic_path, os_error, sweep_stale, user_errors
 from bot.errors import DataError
 from bot.timeframes import timeframe_to_timedelta
 
@@ -129,13 +136,60 @@ class Store:
     def exists(self, key: DatasetKey) -> bool:
         return self.path(key).is_file()
 
-    def read(self, key: DatasetKey) -> pd.DataFrame | None:
-        """The stored frame (``time`` index, UTC) or ``None`` when nothing is stored."""
+    def lock_path(self, key: DatasetKey) -> Path:
+        """The dataset's lock file (``.<file name>.lock`` beside it; never deleted)."""
         path = self.path(key)
-        if not path.is_file():
-            return None
+        return path.parent / f".{path.name}.lock"
+
+    @contextmanager
+    def lock(self, key: DatasetKey, shared: bool = False) -> Iterator[None]:
+        """Hold the dataset's ``fcntl.flock`` lock (exclusive for writers, shared for a re-read).
+
+        Every read-merge-write of a dataset runs under its exclusive lock, so any number of
+        downloads, imports, recorders and readers may share one store. Readers do not need the
+        lock (files are replaced atomically); they take it only to confirm a suspected corruption.
+        """
+        lock_file = self.lock_path(key)
+        with user_errors(lock_file.parent, "creating"):
+            lock_file.parent.mkdir(parents=True, exist_ok=True)
         try:
-            frame = pq.read_table(path).to_pandas()
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            if not shared:
+                raise os_error(err, lock_file) from None
+            yield  # a read-only store (the bundled sample installed read-only): nothing writes there
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def read(self, key: DatasetKey) -> pd.DataFrame | None:
+        """The stored frame (``time`` index, UTC) or ``None`` when nothing is stored.
+
+        The file is read into memory with one ``open`` (an atomic replace by a writer cannot tear
+        it); if it still fails to parse, it is re-read under the dataset's lock before it is
+        called corrupt.
+        """
+        path = self.path(key)
+        try:
+            return self._parse(key, path, path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except DataError:
+            with self.lock(key, shared=True):
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    return None
+                return self._parse(key, path, data)
+        except OSError as err:
+            raise os_error(err, path, "reading") from None
+
+    def _parse(self, key: DatasetKey, path: Path, data: bytes) -> pd.DataFrame:
+        try:
+            frame = pq.read_table(pa.BufferReader(data)).to_pandas()
         except (pa.ArrowException, OSError, ValueError) as err:
             raise DataError(
                 f"{path} is corrupt or unreadable ({type(err).__name__}); delete it and re-import or re-download"
@@ -144,43 +198,50 @@ class Store:
         if frame.index.name != "time" or missing:
             raise DataError(f"{path} does not hold {key.kind} data (missing {missing or 'time index'}); "
                             "delete it and re-import or re-download")
-        frame.index = pd.DatetimeIndex(frame.index).tz_convert("UTC") if frame.index.tz else \
-            pd.DatetimeIndex(frame.index).tz_localize("UTC")
+        if not isinstance(frame.index, pd.DatetimeIndex):
+            raise DataError(f"{path}: the time index is not a timestamp column; delete it and re-import")
+        frame.index = frame.index.tz_convert("UTC") if frame.index.tz else frame.index.tz_localize("UTC")
         return frame
 
     def last_time(self, key: DatasetKey) -> pd.Timestamp | None:
         frame = self.read(key)
         return None if frame is None or frame.empty else frame.index[-1]
 
-    def write(self, key: DatasetKey, rows: pd.DataFrame) -> pd.DataFrame:
-        """Merge ``rows`` (``time`` index) into the stored file atomically; return the merged frame."""
+    def write(self, key: DatasetKey, rows: pd.DataFrame,
+              merge: Callable[[pd.DataFrame | None, pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
+        """Merge ``rows`` (``time`` index) into the stored file atomically; return the merged frame.
+
+        Under the dataset's exclusive lock: sweep stale temporaries, read, merge, write, rename.
+        ``merge(existing, rows)`` replaces the default merge (concatenate, newest row wins).
+        """
         if rows.index.name != "time":
             raise ValueError("rows must be indexed by 'time'")
         rows = rows.copy()
         rows.index = _utc_index(rows.index)
-        existing = self.read(key)
-        merged = rows if existing is None else pd.concat([existing, rows])
-        merged = _deduplicate(merged, key.kind)
-        self._atomic_write(key, merged)
+        with self.lock(key):
+            sweep_stale(self.path(key).parent)
+            existing = self.read(key)
+            if merge is not None:
+                merged = merge(existing, rows)
+            else:
+                merged = rows if existing is None else pd.concat([existing, rows])
+                merged = _deduplicate(merged, key.kind)
+            self._atomic_write(key, merged)
         return merged
+
+    def replace(self, key: DatasetKey, frame: pd.DataFrame) -> pd.DataFrame:
+        """Replace the stored file with ``frame`` (a repair), under the lock."""
+        return self.write(key, frame, merge=lambda existing, rows: rows)
 
     def _atomic_write(self, key: DatasetKey, frame: pd.DataFrame) -> None:
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(frame, preserve_index=True)
         meta = dict(table.schema.metadata or {})
         meta[_META_KEY] = json.dumps({"exchange": key.exchange, "symbol": key.symbol, "kind": key.kind,
                                       "timeframe": key.timeframe}).encode()
         table = table.replace_schema_metadata(meta)
-        fd, tmp = tempfile.mkstemp(prefix=".cascade-", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             pq.write_table(table, tmp, compression="zstd", compression_level=9)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; stored data is not secret
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def keys(self) -> list[DatasetKey]:
         """Every dataset stored under the root (leftover temp files are ignored)."""

@@ -66,7 +66,7 @@ def assert_same_as_source(store: Store, source: Store, since=SINCE, until=UNTIL)
 
 
 def temp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and p.suffix != ".parquet"]
+    return [p for p in root.rglob("*") if p.is_file() and p.suffix not in (".parquet", ".lock")]
 
 
 # --------------------------------------------------------------------------------------- results
@@ -251,7 +251,8 @@ def test_sigkill_halfway_then_rerun_gives_identical_data(source, tmp_path):
     assert len(partial.read(KEYS[0])) == 31 * 24  # candles done, mark begun ...
     assert not all(partial.exists(k) and len(partial.read(k)) == len(expected(source, k)) for k in KEYS[1:])
     folder = mark_file.parent
-    (folder / ".cascade-killed.tmp").write_bytes(b"half a parquet file")  # as if killed mid-write
+    # as if killed mid-write: the temp name carries the dead writer's pid
+    (folder / f".cascade-{proc.pid}-deadbeef.tmp").write_bytes(b"half a parquet file")
 
     with ReplayServer(source.root, start="2025-05-01", speed=0) as srv:
         done = subprocess.run(args + ["--exchange-url", srv.url, "--json"], cwd=tmp_path, env=env,
