@@ -39,9 +39,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bot.atomic import os_error
 from bot.errors import DataError, UserError
-from bot.store import DatasetInfo, DatasetKey, Store, validate_series
+from bot.store import DatasetInfo, DatasetKey, Store
 from bot.timeframes import timeframe_to_timedelta
+from bot.validation import repair, require_valid
 
 _FREQTRADE = re.compile(r"^(?P<pair>[A-Z0-9]+_[A-Z0-9]+(?:_[A-Z0-9]+)?)-(?P<tf>\d+[mhdw])(?:-(?P<candle>[a-z_]+))?$")
 _BULK = re.compile(r"^(?P<sym>[A-Z0-9]+)-(?P<what>\d+[mhdw]|metrics|liquidationSnapshot|fundingRate)-")
@@ -81,6 +83,7 @@ class ImportReport:
     written: dict[DatasetKey, DatasetInfo] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)  # exactly what --repair changed
 
 
 def exchange_from_path(path: Path) -> str | None:
@@ -129,23 +132,40 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 class Importer:
-    """Writes recognised files into one store and collects a report."""
+    """Parses recognised files, validates them (:mod:`bot.validation`) and writes them to one store.
 
-    def __init__(self, store: Store, exchange: str | None = None) -> None:
+    Two phases: every file is parsed and validated first, then each dataset is written once
+    (one locked read-merge-write per dataset), so a bad file anywhere leaves the store untouched.
+    ``repair=True`` fixes what breaks a rule (drops or clips) and lists each change in
+    ``report.repairs`` instead of refusing the import.
+    """
+
+    def __init__(self, store: Store, exchange: str | None = None, repair: bool = False) -> None:
         self.store = store
         self.exchange = exchange
+        self.repair = repair
         self.report = ImportReport()
+        self._pending: dict[DatasetKey, list[pd.DataFrame]] = {}
 
     # -- public ---------------------------------------------------------------------------------
     def import_path(self, path: Path) -> ImportReport:
+        """Import a file or every file under a folder; raises :class:`UserError` on any bad input."""
         path = Path(path)
         if not path.exists():
             raise UserError(f"{path} does not exist; pass a file or directory to import")
-        files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.is_file())
+        try:
+            files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.is_file())
+        except OSError as err:
+            raise os_error(err, path, "listing") from None
         # candles first: open interest in USD needs prices to become contracts
         files.sort(key=lambda p: (0 if ("futures" in p.name or _BULK.match(p.name)) else 1, str(p)))
+        self._pending = {}
         for file in files:
             self._import_file(file)
+        for key, parts in self._pending.items():
+            self.store.write(key, pd.concat(parts) if len(parts) > 1 else parts[0])
+            self.report.written[key] = self.store.info(key)
+        self._pending = {}
         if not self.report.written:
             raise UserError(f"nothing importable found in {path}; see 'cascade import-data --help' for formats")
         return self.report
@@ -154,26 +174,46 @@ class Importer:
     def _import_file(self, file: Path) -> None:
         stem = file.name.split(".")[0]
         suffix = file.suffix.lower()
-        if suffix in (".feather", ".parquet") and _FREQTRADE.match(stem):
-            self._freqtrade(file, _FREQTRADE.match(stem))
-        elif suffix == ".parquet":
-            self._long_parquet(file)
-        elif suffix in (".zip", ".csv") and _BULK.match(file.name):
-            self._bulk(file, _BULK.match(file.name))
-        else:
-            self.report.skipped.append(f"{file.name}: format not recognised")
+        try:
+            if suffix in (".feather", ".parquet") and _FREQTRADE.match(stem):
+                self._freqtrade(file, _FREQTRADE.match(stem))
+            elif suffix == ".parquet":
+                self._long_parquet(file)
+            elif suffix in (".zip", ".csv") and _BULK.match(file.name):
+                self._bulk(file, _BULK.match(file.name))
+            else:
+                self.report.skipped.append(f"{file.name}: format not recognised")
+        except KeyError as err:
+            raise DataError(f"{file}: column {err} is missing; expected {_expected_columns(file)}") from None
+        except (ValueError, TypeError, OverflowError) as err:
+            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            raise DataError(f"{file}: cannot parse its values ({reason}); expected {_expected_columns(file)} "
+                            "with numbers and times") from None
 
     def _write(self, key: DatasetKey, rows: pd.DataFrame, origin: Path) -> None:
+        """Validate ``rows`` from ``origin`` and queue them for ``key`` (written by import_path)."""
         if rows.empty:
             self.report.skipped.append(f"{origin.name}: no rows")
             return
-        checks = validate_series(rows, key.timeframe)
-        ignored = {"funding_rate": {"gaps"}, "liquidations": {"duplicates", "gaps"}}.get(key.kind, set())
-        issues = {k: v for k, v in checks.items() if v and k not in ignored}
-        if issues:
-            self.report.problems.append(f"{origin.name}: " + ", ".join(f"{v} {k}" for k, v in issues.items()))
-        self.store.write(key, rows)
-        self.report.written[key] = self.store.info(key)
+        if self.repair:
+            rows, changes = repair(rows, key.kind, key.timeframe, key.exchange)
+            label = f"{origin.name} {key.symbol} {key.kind}{' ' + key.timeframe if key.timeframe else ''}"
+            self.report.repairs.extend(f"{label}: {c}" for c in changes)
+            if rows.empty:
+                self.report.skipped.append(f"{origin.name}: no rows left after repair")
+                return
+        else:
+            require_valid(rows, key.kind, key.timeframe, key.exchange, f"{origin} ({key.symbol} {key.kind})",
+                          "fix the file or re-run with --repair to drop/clip such rows")
+        self._pending.setdefault(key, []).append(rows)
+
+    def _read_merged(self, key: DatasetKey) -> pd.DataFrame | None:
+        """Stored rows of ``key`` plus those queued by this import."""
+        parts = ([s] if (s := self.store.read(key)) is not None else []) + self._pending.get(key, [])
+        if not parts:
+            return None
+        merged = pd.concat(parts)
+        return merged[~merged.index.duplicated(keep="last")].sort_index()
 
     # -- freqtrade ------------------------------------------------------------------------------
     def _freqtrade(self, file: Path, match: re.Match[str]) -> None:
@@ -243,12 +283,13 @@ class Importer:
         lag = availability_lag("long_parquet", "open_interest", spacing)
         available = (oi_usd.index + lag).rename("time")
         base = symbol.split("/")[0]
-        candles = [k for k in self.store.keys() if k.kind == "ohlcv" and k.symbol.split("/")[0] == base]
+        known = dict.fromkeys([*self.store.keys(), *self._pending])
+        candles = [k for k in known if k.kind == "ohlcv" and k.symbol.split("/")[0] == base]
         if not candles:
             raise UserError(f"{file.name}: open interest in USD needs {base} candles to convert to contracts; "
                             f"import or download {base} candles first")
         key = min(candles, key=lambda k: (k.exchange != venue, timeframe_to_timedelta(k.timeframe)))
-        ohlcv = self.store.read(key)
+        ohlcv = self._read_merged(key)
         assert ohlcv is not None
         step = timeframe_to_timedelta(key.timeframe)
         # a bar [o, o+step) is known at its close o+step: the price known at time T is the close
@@ -336,3 +377,20 @@ def _csv(text: str, columns: list[str] | None) -> pd.DataFrame:
     frame = frame.iloc[:, : len(columns)]
     frame.columns = columns[: frame.shape[1]]
     return frame
+
+
+def _expected_columns(file: Path) -> str:
+    """The columns a file of this name must have (for parse-error messages)."""
+    name = file.name
+    if _FREQTRADE.match(name.split(".")[0]):
+        return "freqtrade columns date, open, high, low, close, volume"
+    match = _BULK.match(name)
+    if match:
+        what = match.group("what")
+        return {"metrics": "Binance metrics columns create_time, symbol, sum_open_interest, sum_open_interest_value",
+                "liquidationSnapshot": "Binance liquidationSnapshot columns time, side, order_type, time_in_force, "
+                                       "original_quantity, price, average_price, order_status, last_fill_quantity, "
+                                       "accumulated_fill_quantity",
+                "fundingRate": "Binance fundingRate columns calc_time, funding_interval_hours, last_funding_rate",
+                }.get(what, "Binance kline columns " + ", ".join(_KLINE_COLUMNS))
+    return "long-format columns timestamp, venue, coin and oi_usd | funding_rate | side, size_usd, price"

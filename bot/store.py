@@ -31,7 +31,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from bot.atomic import atomic_path, os_error, sweep_stale, user_errors
 from bot.errors import DataError
 from bot.timeframes import timeframe_to_timedelta
+from bot.validation import check
 
 KINDS: tuple[str, ...] = ("ohlcv", "mark", "funding_rate", "open_interest", "liquidations")
 EVENT_KINDS = frozenset({"funding_rate", "liquidations"})  # no timeframe in the key
@@ -90,6 +91,7 @@ class DatasetInfo:
     rows: int
     gaps: int
     source: str = "data"
+    problems: list[str] = field(default_factory=list)  # rules broken (bot.validation), one line each
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -172,20 +174,21 @@ class Store:
         it); if it still fails to parse, it is re-read under the dataset's lock before it is
         called corrupt.
         """
-        path = self.path(key)
         try:
-            return self._parse(key, path, path.read_bytes())
-        except FileNotFoundError:
-            return None
+            return self._read_once(key)
         except DataError:
             with self.lock(key, shared=True):
-                try:
-                    data = path.read_bytes()
-                except FileNotFoundError:
-                    return None
-                return self._parse(key, path, data)
+                return self._read_once(key)
+
+    def _read_once(self, key: DatasetKey) -> pd.DataFrame | None:
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
         except OSError as err:
             raise os_error(err, path, "reading") from None
+        return self._parse(key, path, data)
 
     def _parse(self, key: DatasetKey, path: Path, data: bytes) -> pd.DataFrame:
         try:
@@ -207,12 +210,10 @@ class Store:
         frame = self.read(key)
         return None if frame is None or frame.empty else frame.index[-1]
 
-    def write(self, key: DatasetKey, rows: pd.DataFrame,
-              merge: Callable[[pd.DataFrame | None, pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
+    def write(self, key: DatasetKey, rows: pd.DataFrame) -> pd.DataFrame:
         """Merge ``rows`` (``time`` index) into the stored file atomically; return the merged frame.
 
         Under the dataset's exclusive lock: sweep stale temporaries, read, merge, write, rename.
-        ``merge(existing, rows)`` replaces the default merge (concatenate, newest row wins).
         """
         if rows.index.name != "time":
             raise ValueError("rows must be indexed by 'time'")
@@ -220,18 +221,24 @@ class Store:
         rows.index = _utc_index(rows.index)
         with self.lock(key):
             sweep_stale(self.path(key).parent)
-            existing = self.read(key)
-            if merge is not None:
-                merged = merge(existing, rows)
-            else:
-                merged = rows if existing is None else pd.concat([existing, rows])
-                merged = _deduplicate(merged, key.kind)
+            existing = self._read_once(key)  # under the lock: a parse failure is real corruption
+            merged = rows if existing is None else pd.concat([existing, rows])
+            merged = _deduplicate(merged, key.kind)
             self._atomic_write(key, merged)
         return merged
 
-    def replace(self, key: DatasetKey, frame: pd.DataFrame) -> pd.DataFrame:
-        """Replace the stored file with ``frame`` (a repair), under the lock."""
-        return self.write(key, frame, merge=lambda existing, rows: rows)
+    def rewrite(self, key: DatasetKey,
+                fix: Callable[[pd.DataFrame], tuple[pd.DataFrame, list[str]]]) -> list[str]:
+        """Under the lock, replace the stored frame by ``fix(frame)[0]`` when ``fix`` reports changes."""
+        with self.lock(key):
+            sweep_stale(self.path(key).parent)
+            frame = self._read_once(key)
+            if frame is None:
+                return []
+            fixed, changes = fix(frame)
+            if changes:
+                self._atomic_write(key, fixed)
+            return changes
 
     def _atomic_write(self, key: DatasetKey, frame: pd.DataFrame) -> None:
         path = self.path(key)
@@ -257,14 +264,26 @@ class Store:
         return keys
 
     def info(self, key: DatasetKey) -> DatasetInfo:
-        frame = self.read(key)
+        """Range, rows, gaps and rule violations (:mod:`bot.validation`) of a stored dataset.
+
+        The range is the true first and last time even when the file is unsorted or repeats times;
+        an unreadable file is reported as a problem instead of raising.
+        """
+        try:
+            frame = self.read(key)
+        except DataError as err:
+            return DatasetInfo(exchange=key.exchange, symbol=key.symbol, kind=key.kind,
+                               timeframe=key.timeframe or None, start=None, end=None, rows=0, gaps=0,
+                               source=self.source, problems=[str(err)])
         assert frame is not None
         empty = frame.empty
+        clean = frame.index.unique().sort_values()
+        problems = [p.describe() for p in check(frame, key.kind, key.timeframe, key.exchange)]
         return DatasetInfo(
             exchange=key.exchange, symbol=key.symbol, kind=key.kind, timeframe=key.timeframe or None,
-            start=None if empty else frame.index[0].isoformat(), end=None if empty else frame.index[-1].isoformat(),
-            rows=len(frame), gaps=0 if key.kind in EVENT_KINDS else count_gaps(frame.index, key.timeframe),
-            source=self.source,
+            start=None if empty else clean[0].isoformat(), end=None if empty else clean[-1].isoformat(),
+            rows=len(frame), gaps=0 if key.kind in EVENT_KINDS else count_gaps(clean, key.timeframe),
+            source=self.source, problems=problems,
         )
 
 
