@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bot.atomic import atomic_path, os_error, sweep_stale, user_errors
+from bot.atomic import atomic_path, atomic_write_text, os_error, sweep_stale, user_errors
 from bot.errors import DataError
 from bot.timeframes import timeframe_to_timedelta
 from bot.validation import check
@@ -250,6 +250,32 @@ class Store:
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, compression="zstd", compression_level=9)
 
+    # -- known-empty ranges: fetched, and the exchange had no rows there -------------------------
+
+    def known_empty_path(self, key: DatasetKey) -> Path:
+        path = self.path(key)
+        return path.parent / f".{path.name}.empty.json"
+
+    def known_empty(self, key: DatasetKey) -> list[tuple[int, int]]:
+        """``[lo, hi)`` ms ranges a download found empty for ``key`` (not asked again)."""
+        path = self.known_empty_path(key)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            return [(int(lo), int(hi)) for lo, hi in doc["covered"]]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError):
+            return []  # unreadable record: forget it, the next download re-checks (costs requests only)
+
+    def add_known_empty(self, key: DatasetKey, ranges: list[tuple[int, int]]) -> None:
+        """Merge ``ranges`` into the known-empty record (under the dataset's lock, atomically)."""
+        ranges = [(lo, hi) for lo, hi in ranges if lo < hi]
+        if not ranges:
+            return
+        with self.lock(key):
+            merged = merge_ranges(self.known_empty(key) + ranges)
+            atomic_write_text(self.known_empty_path(key), json.dumps({"covered": merged}))
+
     def keys(self) -> list[DatasetKey]:
         """Every dataset stored under the root (leftover temp files are ignored)."""
         keys = []
@@ -285,6 +311,32 @@ class Store:
             rows=len(frame), gaps=0 if key.kind in EVENT_KINDS else count_gaps(clean, key.timeframe),
             source=self.source, problems=problems,
         )
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Union of half-open ``[lo, hi)`` ranges, sorted, touching ranges joined."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
+
+
+def subtract_ranges(want: tuple[int, int], have: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Parts of ``[want)`` not covered by the (merged) ranges ``have``."""
+    lo, hi = want
+    out = []
+    for a, b in merge_ranges(have):
+        if b <= lo or a >= hi:
+            continue
+        if a > lo:
+            out.append((lo, a))
+        lo = max(lo, b)
+    if lo < hi:
+        out.append((lo, hi))
+    return out
 
 
 def _utc_index(index: pd.Index) -> pd.DatetimeIndex:
