@@ -35,15 +35,18 @@ How it pages and why:
 from __future__ import annotations
 
 import difflib
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import ccxt
 import numpy as np
 import pandas as pd
 
+from bot.atomic import atomic_write_text
 from bot.errors import UserError
 from bot.store import EVENT_KINDS, DatasetInfo, DatasetKey, Store, subtract_ranges, validate_series
 from bot.timeframes import timeframe_ms
@@ -418,3 +421,64 @@ class Downloader:
         return pd.DataFrame({"open_interest": [r.get("openInterestAmount") for r in rows],
                              "open_interest_value": [r.get("openInterestValue") for r in rows]},
                             index=pd.Index([int(r["timestamp"]) for r in rows], dtype="int64"), dtype=float)
+
+
+# -- leverage brackets -------------------------------------------------------------------------
+
+LEVERAGE_TIERS_FILE = "leverage_tiers.json"
+
+
+def leverage_tiers_path(store: Store, exchange_id: str) -> Path:
+    """Where ``download`` stores ``exchange_id``'s brackets: ``<data>/<exchange>/leverage_tiers.json``.
+
+    Same format as ``bot/risk/brackets_binance.json``, so
+    ``bot.risk.brackets.load_brackets(symbol, path=str(leverage_tiers_path(store, ex)))`` reads it.
+    """
+    return store.root / exchange_id / LEVERAGE_TIERS_FILE
+
+
+def leverage_tiers_to_brackets(tiers: dict[str, list[dict[str, Any]]], exchange_id: str,
+                               as_of: pd.Timestamp) -> dict[str, Any]:
+    """ccxt's ``fetch_leverage_tiers`` result -> the project's bracket document (per exchange id)."""
+    symbols: dict[str, list[dict[str, float | int]]] = {}
+    for unified, rows in sorted(tiers.items()):
+        ordered = sorted(rows, key=lambda r: float(r["minNotional"] or 0))
+        symbols[unified.split(":")[0].replace("/", "").upper()] = [
+            {"tier": i + 1, "floor": float(r["minNotional"] or 0), "cap": float(r["maxNotional"]),
+             "mmr": float(r["maintenanceMarginRate"]), "max_leverage": float(r["maxLeverage"])}
+            for i, r in enumerate(ordered)]
+    return {"exchange": exchange_id, "as_of": as_of.strftime("%Y-%m-%d"),
+            "note": "fetched with ccxt fetch_leverage_tiers by cascade download (current brackets; no history)",
+            "sources": {s: f"{exchange_id} fetch_leverage_tiers" for s in symbols}, "symbols": symbols}
+
+
+def download_leverage_tiers(exchange: ccxt.Exchange, store: Store, symbols: Sequence[str]) -> Path:
+    """Fetch the symbols' leverage brackets (ccxt ``fetch_leverage_tiers``) into the store.
+
+    Binance serves them only to signed requests: without an API key this raises a
+    :class:`UserError` saying so (``download`` prints it as a warning and backtests keep the
+    bundled brackets).
+    """
+    if not _is_supported(exchange, "fetchLeverageTiers"):
+        raise UserError(f"{exchange.id} does not serve leverage tiers (fetchLeverageTiers)")
+    try:
+        tiers = exchange.fetch_leverage_tiers(list(symbols))
+    except ccxt.AuthenticationError:
+        raise UserError("leverage tiers need an API key (set the variables named in [exchange] "
+                        "api_key_env/secret_env); the bundled brackets stay in use") from None
+    except ccxt.BaseError as err:
+        raise UserError(f"cannot fetch leverage tiers ({type(err).__name__}: {str(err)[:160]})") from None
+    wanted = {s: tiers[s] for s in symbols if s in tiers}
+    if not wanted:
+        raise UserError(f"{exchange.id} returned no leverage tiers for {', '.join(symbols)}")
+    path = leverage_tiers_path(store, exchange.id)
+    doc = leverage_tiers_to_brackets(wanted, exchange.id, pd.Timestamp.now(tz="UTC"))
+    if path.is_file():  # keep other symbols fetched earlier
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            doc["symbols"] = {**old.get("symbols", {}), **doc["symbols"]}
+            doc["sources"] = {**old.get("sources", {}), **doc["sources"]}
+        except (OSError, ValueError):
+            pass
+    atomic_write_text(path, json.dumps(doc, indent=1))
+    return path

@@ -10,15 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from bot.cli import main
 from bot.data import SAMPLE_DIR
-from bot.download import Downloader
+from bot.download import Downloader, leverage_tiers_path, leverage_tiers_to_brackets
 from bot.errors import UserError
 from bot.exchange import make_exchange
 from bot.replay import FaultConfig, ReplayServer
+from bot.risk.brackets import BRACKETS_FILE, load_brackets
 from bot.store import DatasetKey, Store
 
 EX, BTC, ETH = "binanceusdm", "BTC/USDT:USDT", "ETH/USDT:USDT"
@@ -316,3 +318,36 @@ def test_sigkill_halfway_then_rerun_gives_identical_data(source, tmp_path):
         "ohlcv": 744, "mark": 744, "funding_rate": 93, "open_interest": 744}
     assert_same_as_source(Store(data), source)
     assert not temp_files(data)
+
+
+# --------------------------------------------------------------------------------------- leverage tiers
+
+
+def test_leverage_tiers_round_trip_through_ccxt_and_load_brackets(tmp_path):
+    """Binance's leverageBracket reply for the bundled BTC tiers, parsed by ccxt's own parser,
+    stored by download and read by the risk module, gives back the bundled brackets."""
+    bundled = json.loads(BRACKETS_FILE.read_text())["symbols"]["BTCUSDT"]
+    raw = {"symbol": "BTCUSDT", "brackets": [
+        {"bracket": t["tier"], "initialLeverage": t["max_leverage"], "notionalCap": t["cap"],
+         "notionalFloor": t["floor"], "maintMarginRatio": t["mmr"], "cum": 0.0} for t in bundled]}
+    ex = make_exchange(EX)
+    market = {"symbol": BTC, "quote": "USDT", "id": "BTCUSDT", "contract": True}
+    tiers = {BTC: ex.parse_market_leverage_tiers(raw, market)}
+    store = Store(tmp_path)
+    path = leverage_tiers_path(store, EX)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(leverage_tiers_to_brackets(tiers, EX, pd.Timestamp("2026-01-01", tz="UTC"))))
+    got, want = load_brackets(BTC, path=str(path)), load_brackets(BTC)
+    for field in ("floor", "cap", "mmr", "max_leverage", "cum"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+
+
+def test_download_without_api_key_warns_about_leverage_tiers(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CASCADE_API_KEY", raising=False)
+    code, out, _ = run_cli(["download", "--exchange-url", server.url, "--no-rate-limit", "--data-dir",
+                            str(tmp_path / "d"), "--since", "2025-03-10", "--until", "2025-03-11",
+                            "--kinds", "ohlcv"], capsys)
+    assert code == 0
+    assert "leverage brackets not fetched: leverage tiers need an API key" in " ".join(out.split())
+    assert not leverage_tiers_path(Store(tmp_path / "d"), EX).exists()
