@@ -313,6 +313,9 @@ class Importer:
         exchange = self.exchange or "binanceusdm"
         what = match.group("what")
         for name, text in _csv_members(file):
+            if not text.strip():
+                self.report.skipped.append(f"{file.name}: {name} is empty")
+                continue
             if what == "metrics":
                 raw = _csv(text, None)
                 rows = pd.DataFrame({"open_interest": raw["sum_open_interest"].astype(float),

@@ -216,9 +216,10 @@ def check(frame: pd.DataFrame, kind: str, timeframe: str = "", exchange: str = "
     problems: list[Problem] = []
     dup, unsorted = _structure(frame, kind)
     masks = _masks(frame, kind, timeframe, exchange, now)
-    if masks["non_numeric"].any():
-        problems.append(_problem("non_numeric", masks.pop("non_numeric"), idx, frame))
-    masks.pop("non_numeric", None)
+    for rule in ("non_numeric", "far_outside"):  # first: they explain the structural problems below
+        mask = masks.pop(rule)
+        if mask.any():
+            problems.append(_problem(rule, mask, idx, frame))
     if dup.any():
         problems.append(_problem("duplicate_time", dup, idx, frame))
     if unsorted:
@@ -252,15 +253,19 @@ def repair(frame: pd.DataFrame, kind: str, timeframe: str = "", exchange: str = 
                 report.append(_dropped("non_numeric", out.index[bad.to_numpy()]))
             out = out[~bad.to_numpy()]
             out[col] = values[~bad].astype(float)
+    far = _masks(out, kind, timeframe, exchange, now)["far_outside"]
+    if far.any():
+        report.append(_dropped("far_outside", out.index[far]))
+        out = out[~far]
     dup, unsorted = _structure(out, kind)
     if dup.any():
-        report.append(f"{_TEXT['duplicate_time'][0]}: kept the newest of each, dropped {int(dup.sum())} rows "
+        report.append(f"{_what('duplicate_time')}: kept the newest of each, dropped {int(dup.sum())} rows "
                       f"(first {out.index[dup][0].isoformat()})")
         out = out[~dup]
     if unsorted:
-        report.append(f"{_TEXT['unsorted'][0]}: sorted {len(out)} rows by time")
+        report.append(f"{_what('unsorted')}: sorted {len(out)} rows by time")
         out = out.sort_index(kind="stable")
-    for rule in ("far_outside", "off_grid", "price", "price_spike", "volume", "open_interest", "funding",
+    for rule in ("off_grid", "price", "price_spike", "volume", "open_interest", "funding",
                  "funding_cap", "liquidation"):
         mask = _masks(out, kind, timeframe, exchange, now).get(rule)
         if mask is not None and mask.any():
@@ -285,12 +290,17 @@ def _times(times: pd.DatetimeIndex) -> str:
     return shown + (f" and {len(times) - 3} more" if len(times) > 3 else "")
 
 
+def _what(rule: str) -> str:
+    text = _TEXT[rule][0].removeprefix("has ")
+    return text.removeprefix("a ").removeprefix("an ")
+
+
 def _dropped(rule: str, times: pd.DatetimeIndex) -> str:
-    return f"{_TEXT[rule][0].removeprefix('has ')}: dropped {len(times)} rows ({_times(times)})"
+    return f"{_what(rule)}: dropped {len(times)} rows ({_times(times)})"
 
 
 def _clipped(rule: str, times: pd.DatetimeIndex, what: str) -> str:
-    return f"{_TEXT[rule][0].removeprefix('has ')}: {what} on {len(times)} rows ({_times(times)})"
+    return f"{_what(rule)}: {what} on {len(times)} rows ({_times(times)})"
 
 
 def error_line(origin: str, problem: Problem, fix: str | None = None) -> str:
