@@ -84,6 +84,22 @@ def test_disk_full_import_is_one_line_and_the_old_file_survives(tmp_path, capsys
         assert not list(data.rglob(".cascade-*")) and not Store(data).exists(OHLCV_5M)
 
 
+def test_disk_full_download_is_one_line(tmp_path, capsys, can_mount):
+    if not can_mount:
+        pytest.skip("needs root to mount a tiny tmpfs")
+    from bot.replay import ReplayServer
+
+    source = Store(tmp_path / "source")
+    source.write(OHLCV_5M, Store(SAMPLE_DIR).read(OHLCV_5M).loc["2025-03-01":"2025-03-20"])
+    with ReplayServer(source.root, start="2025-04-01", speed=0) as srv, tmpfs(tmp_path / "disk", "size=48k") as disk:
+        code, _, err = run(["download", "--exchange-url", srv.url, "--no-rate-limit", "--data-dir", str(disk),
+                            "--symbols", BTC, "--timeframe", "5m", "--kinds", "ohlcv", "--since", "2025-03-01",
+                            "--until", "2025-03-20", "--no-leverage-tiers"], capsys)
+        leftovers = list(disk.rglob(".cascade-*"))
+    assert code == 2 and "No space left on device" in err and err.strip().count("\n") == 0, err
+    assert not leftovers
+
+
 def test_read_only_data_dir_is_one_line(tmp_path, capsys, can_mount):
     if not can_mount:
         pytest.skip("needs root to mount a read-only tmpfs (root ignores chmod)")
