@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:
         typer.echo(f"error: {os_error(err, err.filename or '(unknown path)', 'accessing')}", err=True)
         sys.exit(2)
+    except SystemExit as err:
+        if err.code == interrupts.EXIT_SIGINT:  # typer's exit on KeyboardInterrupt, silent by itself
+            typer.echo("interrupted", err=True)
+        raise
     except (KeyboardInterrupt, interrupts.Interrupted, SystemError) as err:
         code = interrupts.exit_code_for(err)
         if code is None:

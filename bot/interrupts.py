@@ -1,7 +1,7 @@
 """SIGINT and SIGTERM as clean exits: ``interrupted``, exit 130/143, temporary output removed.
 
-:func:`install` (called by ``cascade``'s ``main()``) makes SIGINT and SIGTERM raise
-:class:`Interrupted` in the main thread (a ``BaseException``, like ``KeyboardInterrupt``); it unwinds through the
+:func:`install` (called by ``cascade``'s ``main()``) makes SIGTERM raise :class:`Interrupted` in
+the main thread, the way SIGINT raises ``KeyboardInterrupt`` (both ``BaseException``); they unwind through the
 ``finally``/``except BaseException`` blocks of :mod:`bot.atomic`, which delete their temporaries.
 
 A signal that arrives while a numba kernel runs cannot be delivered inside it (compiled code does
@@ -24,7 +24,7 @@ EXIT_SIGTERM = 143
 
 
 class Interrupted(BaseException):
-    """Raised on SIGTERM (and by :func:`check` for a deferred signal); carries the exit code."""
+    """Raised on SIGTERM (also when deferred, by :func:`check`); carries the exit code."""
 
     def __init__(self, signum: int = signal.SIGTERM) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -44,7 +44,14 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     if _deferring():
         _pending.append(signum)
         return
-    # not KeyboardInterrupt: click's standalone mode would turn that into "Aborted!", exit 1
+    _raise(signum)
+
+
+def _raise(signum: int) -> None:
+    # SIGINT stays a KeyboardInterrupt (commands may catch it to stop, typer exits 130 on it);
+    # SIGTERM is Interrupted, which nothing but main() catches
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Interrupted(signum)
 
 
@@ -61,7 +68,7 @@ def check() -> None:
     if _pending and not _deferring():
         signum = _pending.pop(0)
         _pending.clear()
-        raise Interrupted(signum)
+        _raise(signum)
 
 
 @contextmanager
