@@ -23,7 +23,9 @@ How it pages and why:
 * Funding is paged by rows on endpoints that return the oldest rows first (Binance): one request
   for ``limit`` settlements, not a window of ``limit`` hours.
 * Only what is final is stored: candles that have closed by the exchange's clock
-  (``fetch_time``), funding that has settled, snapshots that were taken.
+  (``fetch_time``), funding that has settled, snapshots that were taken. Stamps are availability
+  times with no lag added: funding at its settlement time, open interest at its snapshot time
+  (Binance ``openInterestHist`` is a snapshot at ``timestamp``).
 * Transient failures are retried with exponential backoff up to ``max_retries``:
   ``ccxt.OperationFailed``, i.e. every ``NetworkError`` (429 → DDoSProtection/RateLimitExceeded,
   5xx → ExchangeNotAvailable, timeouts, dropped connections) plus Binance's

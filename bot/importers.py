@@ -25,6 +25,18 @@ Accepted inputs (a file or a directory, searched recursively):
   Millisecond and microsecond timestamps are both accepted.
 
 Candles are imported before open interest so that the USD → contracts conversion can use them.
+
+**Availability times.** Auxiliary series are stored at the time their value became known, not
+the time it describes (:data:`AVAILABILITY_LAGS`, README "Availability times"): long-format open
+interest (the Hyperliquid hourly history) describes the interval starting at ``timestamp`` and is
+stamped at its end (``timestamp`` + one row spacing), converted with the last close known then;
+funding is stamped at its settlement time, liquidations at their event time, Binance ``metrics``
+open interest at its snapshot time (``create_time``). Candles keep their open time (a bar is
+known at its close by the frame contract).
+
+Every dataset is validated (:mod:`bot.validation`) before anything is written, and written once
+per import under the store's lock: a bad or unparsable file is one line and exit 2 with the store
+untouched, or with ``--repair`` the bad rows are dropped/clipped and each change is reported.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def source(tmp_path_factory) -> Store:
 
 def _download(url: str, root: str, since: pd.Timestamp, until: pd.Timestamp) -> None:
     client = make_exchange(EX, url=url, rate_limit=False, timeout=10000)
-    Downloader(client, Store(root), page_limit=24, backoff_seconds=0.01).run(
+    Downloader(client, Store(root), page_limit=48, backoff_seconds=0.01).run(
         [BTC], "1h", ["ohlcv", "funding_rate"], since, until)
 
 
