@@ -73,6 +73,17 @@ def test_two_downloads_on_split_ranges_lose_no_row(source, tmp_path):
             assert not list(root.rglob(".cascade-*"))
 
 
+def test_two_identical_downloads_at_once_both_succeed(source, tmp_path):
+    """Same arguments: neither deletes the other's in-flight temporaries any more."""
+    want = {k: source.read(k).loc[SINCE:UNTIL - pd.Timedelta(1, "ms")] for k in (OHLCV, FUNDING)}
+    with ReplayServer(source.root, start="2025-05-01", speed=0) as srv:
+        for trial in range(2):
+            root = tmp_path / f"t{trial}"
+            _run_all([(_download, srv.url, str(root), SINCE, UNTIL)] * 2)
+            for key, frame in want.items():
+                pd.testing.assert_frame_equal(Store(root).read(key), frame, check_freq=False)
+
+
 def _import(path: str, root: str) -> None:
     Importer(Store(root), exchange=EX).import_path(Path(path))
 
