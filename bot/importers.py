@@ -55,7 +55,7 @@ from bot.atomic import os_error
 from bot.errors import DataError, UserError
 from bot.store import DatasetInfo, DatasetKey, Store
 from bot.timeframes import timeframe_to_timedelta
-from bot.validation import repair, require_valid
+from bot.validation import check, far_outside_mask, repair, require_valid
 
 _FREQTRADE = re.compile(r"^(?P<pair>[A-Z0-9]+_[A-Z0-9]+(?:_[A-Z0-9]+)?)-(?P<tf>\d+[mhdw])(?:-(?P<candle>[a-z_]+))?$")
 _BULK = re.compile(r"^(?P<sym>[A-Z0-9]+)-(?P<what>\d+[mhdw]|metrics|liquidationSnapshot|fundingRate)-")
@@ -174,6 +174,8 @@ class Importer:
         self._pending = {}
         for file in files:
             self._import_file(file)
+        for key in list(self._pending):
+            self._check_against_stored(key, path)
         for key, parts in self._pending.items():
             self.store.write(key, pd.concat(parts) if len(parts) > 1 else parts[0])
             self.report.written[key] = self.store.info(key)
@@ -218,6 +220,26 @@ class Importer:
             require_valid(rows, key.kind, key.timeframe, key.exchange, f"{origin} ({key.symbol} {key.kind})",
                           "fix the file or re-run with --repair to drop/clip such rows")
         self._pending.setdefault(key, []).append(rows)
+
+    def _check_against_stored(self, key: DatasetKey, origin: Path) -> None:
+        """Refuse (or with ``repair`` drop) new rows far outside the dataset they join."""
+        merged = self._read_merged(key)
+        if merged is None:
+            return
+        far = [p for p in check(merged, key.kind, key.timeframe, key.exchange) if p.rule == "far_outside"]
+        if not far:
+            return
+        new = pd.concat(self._pending[key])
+        bad = far_outside_mask(merged, key.kind, key.timeframe)
+        bad_times = merged.index[bad].intersection(new.index)
+        if bad_times.empty:
+            return  # the stray rows are already stored: data-info reports them
+        if not self.repair:
+            raise DataError(f"{origin} ({key.symbol} {key.kind}) {far[0].describe()} next to the stored "
+                            f"{key.kind} rows; fix the file or re-run with --repair to drop such rows")
+        self._pending[key] = [part[~part.index.isin(bad_times)] for part in self._pending[key]]
+        self.report.repairs.append(f"{origin.name} {key.symbol} {key.kind}: far outside the stored range: dropped "
+                                   f"{len(bad_times)} rows ({', '.join(t.isoformat() for t in bad_times[:3])})")
 
     def _read_merged(self, key: DatasetKey) -> pd.DataFrame | None:
         """Stored rows of ``key`` plus those queued by this import."""

@@ -194,6 +194,13 @@ def _masks(frame: pd.DataFrame, kind: str, timeframe: str, exchange: str,
     return out
 
 
+def far_outside_mask(frame: pd.DataFrame, kind: str, timeframe: str = "",
+                     now: pd.Timestamp | None = None) -> np.ndarray:
+    """Rows in the future, before 2009, or isolated far from the rest (rule ``far_outside``)."""
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    return _masks(frame, kind, timeframe, "", now)["far_outside"]
+
+
 def _structure(frame: pd.DataFrame, kind: str) -> tuple[np.ndarray, int]:
     """(duplicate mask, number of out-of-order steps)."""
     idx = pd.DatetimeIndex(frame.index)

@@ -349,3 +349,16 @@ def test_data_dir_missing_empty_or_a_file_is_an_error(tmp_path, capsys, kind):
         target.write_text("x")
     code, _, err = run(["data-info", "--data-dir", str(target)], capsys)
     assert code == 2 and err.count("\n") == 1 and str(target) in err
+
+
+def test_a_stray_row_far_from_the_stored_dataset_is_refused(tmp_path, capsys):
+    data = tmp_path / "data"
+    Store(data).write(OHLCV, _stored_candles())
+    stray = candles().iloc[[0]].assign(date=pd.Timestamp("2019-06-01", tz="UTC"))
+    path = _freqtrade_file(tmp_path, stray, "futures")
+    code, _, err = run(["import-data", str(path), "--exchange", EX, "--data-dir", str(data)], capsys)
+    assert code == 2 and "far outside the dataset's range" in err and "at 2019-06-01T00:00:00+00:00" in err
+    assert "next to the stored ohlcv rows" in err and len(Store(data).read(OHLCV)) == N
+    code, out, _ = run(["import-data", str(path), "--exchange", EX, "--data-dir", str(data), "--repair"], capsys)
+    assert code == 0 and "far outside the stored range: dropped 1 rows (2019-06-01T00:00:00+00:00)" in out
+    assert len(Store(data).read(OHLCV)) == N
