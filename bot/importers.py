@@ -166,7 +166,8 @@ class Importer:
         if not path.exists():
             raise UserError(f"{path} does not exist; pass a file or directory to import")
         try:
-            files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.is_file())
+            files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path])
+                           if p.is_file() and not (path.is_dir() and p.name.startswith(".")))  # no locks/temps
         except OSError as err:
             raise os_error(err, path, "listing") from None
         # candles first: open interest in USD needs prices to become contracts
