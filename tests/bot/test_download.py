@@ -351,3 +351,12 @@ def test_download_without_api_key_warns_about_leverage_tiers(server, tmp_path, c
     assert code == 0
     assert "leverage brackets not fetched: leverage tiers need an API key" in " ".join(out.split())
     assert not leverage_tiers_path(Store(tmp_path / "d"), EX).exists()
+
+
+def test_rerun_up_to_now_makes_at_most_one_request_per_kind(server, tmp_path):
+    store = Store(tmp_path)
+    downloader(server.url, store).run([BTC], "1h", KINDS, SINCE, None)  # the replay clock: 2025-05-01
+    again = downloader(server.url, store)
+    report = again.run([BTC], "1h", KINDS, SINCE, None)
+    assert sum(r.rows_fetched for r in report.results) == 0
+    assert again.requests == 2  # markets, time: the empty tail up to the clock is remembered (41 requests before)
