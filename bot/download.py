@@ -18,8 +18,9 @@ How it pages and why:
   dataset (``.<file>.empty.json``): a re-run fetches only what is neither proven by stored rows
   nor known to be empty, so an interior gap (rows lost, or never fetched) is refilled, a gap the
   exchange really has is asked once and then reported, and known-empty history (years before a
-  listing, open interest older than the exchange keeps) costs no request. A re-run with nothing
-  new makes at most one data request per kind.
+  listing, open interest older than the exchange keeps) costs no request. Emptiness within the
+  last hour of the exchange's clock is not remembered (statistics are published late), so a
+  re-run with nothing new makes at most one data request per kind.
 * Funding is paged by rows on endpoints that return the oldest rows first (Binance): one request
   for ``limit`` settlements, not a window of ``limit`` hours.
 * Only what is final is stored: candles that have closed by the exchange's clock
@@ -74,6 +75,7 @@ DEFAULT_PAGE_LIMIT = 100
 _OLDEST_FIRST_EXCHANGES = frozenset({"binanceusdm", "binance", "binancecoinm"})
 _MIN_FUNDING_INTERVAL_MS = 3_600_000  # no exchange settles funding more often than hourly
 _MAX_BACKOFF_SECONDS = 300.0
+_SETTLE_MARGIN_MS = 3_600_000  # empty answers younger than this (by the exchange's clock) are not remembered
 _PROBLEMS = {
     "duplicates": "rows the exchange sent twice (stored once)",
     "out_of_order": "rows the exchange sent out of order (stored sorted)",
@@ -319,6 +321,9 @@ class Downloader:
         rows_ms = stored.index.as_unit("ms").asi8 if stored is not None else np.empty(0, np.int64)
         covered = self.store.known_empty(key) + covered_by_rows(rows_ms, key.kind, step)
         ranges = subtract_ranges((since_ms, hi), covered) if since_ms < hi else []
+        # an exchange may publish the last rows late (open-interest statistics, a settlement):
+        # emptiness this close to its clock is not remembered, so the next run asks again
+        settled = now - max(2 * step, _SETTLE_MARGIN_MS)
         label = f"{key.symbol} {key.kind}{' ' + key.timeframe if key.timeframe else ''}"
         total = sum(h - lo for lo, h in ranges)
         task = self.progress.begin(label, max(total, 1))
@@ -331,7 +336,7 @@ class Downloader:
                     fetched_times.append(times)
                     result.rows_fetched += len(times)
                     # the page's range minus its rows: the exchange has nothing there
-                    seen = (page_lo, min(cursor, h))
+                    seen = (page_lo, min(cursor, h, settled))
                     self.store.add_known_empty(key, subtract_ranges(seen, covered_by_rows(times, key.kind, step)))
                     page_lo = max(page_lo, min(cursor, h))
                     self.progress.update(task, done + min(cursor, h) - lo, result.rows_fetched)

@@ -359,4 +359,5 @@ def test_rerun_up_to_now_makes_at_most_one_request_per_kind(server, tmp_path):
     again = downloader(server.url, store)
     report = again.run([BTC], "1h", KINDS, SINCE, None)
     assert sum(r.rows_fetched for r in report.results) == 0
-    assert again.requests == 2  # markets, time: the empty tail up to the clock is remembered (41 requests before)
+    # markets, time, then one request per kind for the last hours before the clock (41 requests the first time)
+    assert again.requests <= 2 + len(KINDS)
