@@ -165,10 +165,12 @@ def _masks(frame: pd.DataFrame, kind: str, timeframe: str, exchange: str,
             ratio = c / med
             out["price_spike"] = (ratio > SPIKE_FACTOR) | (ratio < 1 / SPIKE_FACTOR)
     if kind == "ohlcv":
-        for col in ("volume", "taker_buy_volume"):
-            if col in num:
-                v = num[col]
-                out["volume"] = out.get("volume", np.zeros(n, bool)) | ~(np.isfinite(v) & (v >= 0))
+        bad = np.zeros(n, bool)
+        if "volume" in num:
+            bad |= ~(np.isfinite(num["volume"]) & (num["volume"] >= 0))
+        if "taker_buy_volume" in num:  # NaN = not recorded by that source (rows merged from several)
+            bad |= np.isfinite(num["taker_buy_volume"]) & (num["taker_buy_volume"] < 0)
+        out["volume"] = bad & ~bad_number
     if kind == "open_interest":
         bad = np.zeros(n, bool)
         for col in ("open_interest", "open_interest_value"):
