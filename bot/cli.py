@@ -11,6 +11,8 @@ import sys
 
 import typer
 
+from bot import interrupts
+from bot.atomic import os_error
 from bot.errors import UserError
 
 app = typer.Typer(
@@ -37,15 +39,31 @@ for _name, _module, _func in COMMANDS:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point. Bad flags are click's usage errors (exit 2)."""
+    """Console-script entry point. Bad flags are click's usage errors (exit 2).
+
+    A :class:`UserError` prints one line and exits 2; SIGINT/SIGTERM print ``interrupted`` and
+    exit 130/143 after the atomic writers removed their temporaries (bot/interrupts.py); an
+    ``OSError`` nobody translated (disk full, read-only, missing path) is still one line, exit 2.
+    """
+    interrupts.install()
     try:
         app(args=argv)
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
+    except OSError as err:
+        typer.echo(f"error: {os_error(err, err.filename or '(unknown path)', 'accessing')}", err=True)
+        sys.exit(2)
+    except SystemExit as err:
+        if err.code == interrupts.EXIT_SIGINT:  # typer's exit on KeyboardInterrupt, silent by itself
+            typer.echo("interrupted", err=True)
+        raise
+    except (KeyboardInterrupt, interrupts.Interrupted, SystemError) as err:
+        code = interrupts.exit_code_for(err)
+        if code is None:
+            raise
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bot.errors import DataError
+from bot.errors import DataError, UserError
 from bot.store import DatasetKey, Store
 from bot.timeframes import timeframe_to_timedelta
+from bot.validation import frame_problems, require_valid
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "backtests" / "sample_data"
 
@@ -28,11 +29,32 @@ def stores_for(data_dir: Path | str, use_sample: bool = True) -> list[Store]:
 
 
 def _read_first(stores: list[Store], key: DatasetKey) -> pd.DataFrame | None:
+    """The first store's copy of ``key``, validated (:mod:`bot.validation`): a bad row is exit 2."""
     for store in stores:
         frame = store.read(key)
         if frame is not None:
+            require_valid(frame, key.kind, key.timeframe, key.exchange, str(store.path(key)),
+                          "run 'cascade data-info --repair' to drop/clip such rows, or delete it and re-import")
             return frame
     return None
+
+
+def check_data_dir(data_dir: Path | str, explicit: bool) -> Path:
+    """``data_dir`` if usable for reading; an explicit (``--data-dir``) one must be a non-empty folder.
+
+    Only the *default* data directory may be missing or empty (the bundled sample is the
+    fallback then); a ``--data-dir`` that is missing, empty or a file is a :class:`UserError`.
+    """
+    path = Path(data_dir)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"data directory {path} is a file; pass a folder to --data-dir")
+    if explicit:
+        if not path.is_dir():
+            raise UserError(f"data directory {path} does not exist; fix --data-dir or run 'cascade download'")
+        if not any(path.glob("*/*/*.parquet")):
+            raise UserError(f"data directory {path} holds no datasets; fix --data-dir or run 'cascade download' "
+                            "/ 'cascade import-data' into it")
+    return path
 
 
 def _base(symbol: str) -> str:
@@ -114,7 +136,9 @@ def load_frame(
 
     Open interest comes from the same exchange when stored, else from ``open_interest_source``
     for the same base currency (converted to contracts at import). Realised liquidations are the
-    sum over every stored venue for the base currency.
+    sum over every stored venue for the base currency. Every stored series is validated
+    (:func:`bot.validation.require_valid`); ``frame.attrs["data_problems"]`` lists what the frame
+    lacks (:func:`bot.validation.frame_problems`: missing funding, mark prices, open interest).
     """
     step = timeframe_to_timedelta(timeframe)
     stores = stores_for(data_dir, use_sample)
@@ -157,4 +181,6 @@ def load_frame(
     if liq_keys:
         events = [e for k in liq_keys if (e := _read_first(stores, k)) is not None]
         frame[["liq_long_usd", "liq_short_usd"]] = join_liquidations(frame, events, timeframe)
+    # what this frame lacks (no funding = funding not charged, ...): the runner prints these
+    frame.attrs["data_problems"] = frame_problems(frame, timeframe)
     return frame

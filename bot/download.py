@@ -12,35 +12,48 @@ How it pages and why:
   answer whether an endpoint returns the oldest or the newest rows of a range; an empty window
   (an outage, or the years before a listing) is stepped over, in one 1-row probe where the
   endpoint is documented to return the oldest rows first (Binance klines and funding).
-* Each page is written to the store as it arrives (atomic, merged, de-duplicated), so an
-  interrupted run loses at most one page. A re-run fetches only what is missing: from the last
-  stored time + 1 step to ``until``, and from ``since`` to the first stored time if ``since``
-  moved earlier. Gaps inside the stored range are reported, not refilled.
+* Each page is validated (:mod:`bot.validation`: bad rows dropped or clipped, each change
+  reported) and written to the store as it arrives (atomic, merged, de-duplicated), so an
+  interrupted run loses at most one page. Ranges a page found empty are recorded beside the
+  dataset (``.<file>.empty.json``): a re-run fetches only what is neither proven by stored rows
+  nor known to be empty, so an interior gap (rows lost, or never fetched) is refilled, a gap the
+  exchange really has is asked once and then reported, and known-empty history (years before a
+  listing, open interest older than the exchange keeps) costs no request. Emptiness within the
+  last hour of the exchange's clock is not remembered (statistics are published late), so a
+  re-run with nothing new makes at most one data request per kind.
+* Funding is paged by rows on endpoints that return the oldest rows first (Binance): one request
+  for ``limit`` settlements, not a window of ``limit`` hours.
 * Only what is final is stored: candles that have closed by the exchange's clock
-  (``fetch_time``), funding that has settled, snapshots that were taken.
+  (``fetch_time``), funding that has settled, snapshots that were taken. Stamps are availability
+  times with no lag added: funding at its settlement time, open interest at its snapshot time
+  (Binance ``openInterestHist`` is a snapshot at ``timestamp``).
 * Transient failures are retried with exponential backoff up to ``max_retries``:
   ``ccxt.OperationFailed``, i.e. every ``NetworkError`` (429 → DDoSProtection/RateLimitExceeded,
   5xx → ExchangeNotAvailable, timeouts, dropped connections) plus Binance's
   "internal error, try again" replies. ``Retry-After`` is honoured when it is longer.
-* Leftover temp files of an interrupted write (``.cascade-*.tmp``) in a dataset's folder are
-  removed before that dataset is written: one downloader per data directory at a time.
+* Every page is merged under the dataset's lock (:meth:`bot.store.Store.write`), so any number of
+  downloads, imports and readers may share a store; temporaries of killed writers are swept there.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import ccxt
 import numpy as np
 import pandas as pd
 
+from bot.atomic import atomic_write_text
 from bot.errors import UserError
-from bot.store import EVENT_KINDS, DatasetInfo, DatasetKey, Store, validate_series
+from bot.store import EVENT_KINDS, DatasetInfo, DatasetKey, Store, subtract_ranges, validate_series
 from bot.timeframes import timeframe_ms
+from bot.validation import repair
 
 # kind -> the ccxt capability (``exchange.has``) it needs
 KIND_METHODS: dict[str, str] = {
@@ -62,6 +75,7 @@ DEFAULT_PAGE_LIMIT = 100
 _OLDEST_FIRST_EXCHANGES = frozenset({"binanceusdm", "binance", "binancecoinm"})
 _MIN_FUNDING_INTERVAL_MS = 3_600_000  # no exchange settles funding more often than hourly
 _MAX_BACKOFF_SECONDS = 300.0
+_SETTLE_MARGIN_MS = 3_600_000  # empty answers younger than this (by the exchange's clock) are not remembered
 _PROBLEMS = {
     "duplicates": "rows the exchange sent twice (stored once)",
     "out_of_order": "rows the exchange sent out of order (stored sorted)",
@@ -100,6 +114,7 @@ class DatasetResult:
     requests: int = 0
     skipped: str | None = None              # why nothing was fetched (unsupported, rejected)
     issues: dict[str, int] = field(default_factory=dict)  # duplicates/out_of_order fetched, gaps stored
+    repairs: list[str] = field(default_factory=list)      # rows dropped/clipped by validation
     info: DatasetInfo | None = None         # the stored dataset afterwards
 
 
@@ -121,14 +136,24 @@ def _is_supported(exchange: ccxt.Exchange, method: str) -> bool:
     return bool(exchange.has.get(method))
 
 
-def remove_stale_temp_files(store: Store, key: DatasetKey) -> int:
-    """Delete ``.cascade-*.tmp`` files an interrupted write left next to ``key``'s file."""
-    folder = store.path(key).parent
-    removed = 0
-    for tmp in folder.glob(".cascade-*.tmp") if folder.is_dir() else []:
-        tmp.unlink(missing_ok=True)
-        removed += 1
-    return removed
+def covered_by_rows(times: np.ndarray, kind: str, step: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ms ranges that rows at ``times`` (ms) prove complete: runs without a gap.
+
+    Bars and snapshots: consecutive rows one ``step`` apart. Funding: consecutive settlements at
+    most 1.5 typical intervals apart. A gap between runs is fetched again by the next download
+    unless a download recorded it as known-empty (then it is reported as a gap the exchange has).
+    """
+    t = np.unique(np.asarray(times, dtype=np.int64))
+    if not len(t):
+        return []
+    if kind == "funding_rate":
+        spacing = int(np.median(np.diff(t))) if len(t) > 1 else 8 * 3_600_000
+        joined, end_pad = np.diff(t) <= 1.5 * spacing, 1
+    else:
+        joined, end_pad = np.diff(t) == step, step
+    starts = np.r_[0, np.flatnonzero(~joined) + 1]
+    ends = np.r_[np.flatnonzero(~joined), len(t) - 1]
+    return [(int(t[a]), int(t[b]) + end_pad) for a, b in zip(starts, ends, strict=True)]
 
 
 def close_symbols(symbol: str, markets: Iterable[str], n: int = 5) -> list[str]:
@@ -262,6 +287,8 @@ class Downloader:
                     # a rejected request for this dataset only (e.g. a period the endpoint lacks)
                     result.skipped = f"{type(err).__name__}: {str(err)[:200]}"
                     report.warnings.append(f"skipping {symbol} {kind}: {result.skipped}")
+                if result.repairs:
+                    report.warnings.extend(f"{symbol} {kind}: {line}" for line in result.repairs)
                 if self.store.exists(key):
                     result.info = self.store.info(key)
                     self._validate(result, report.warnings)
@@ -286,21 +313,17 @@ class Downloader:
 
     def _download(self, result: DatasetResult, step: int, since_ms: int, until_ms: int, now: int) -> None:
         key = result.key
-        remove_stale_temp_files(self.store, key)
         bars = key.kind in ("ohlcv", "mark")
-        increment = 1 if key.kind == "funding_rate" else step
         # rows must be final by the exchange's clock: closed bars, past events
         hi = min(until_ms, now - step + 1) if bars else min(until_ms, now + 1)
         stored = self.store.read(key)
-        ranges: list[tuple[int, int]] = []
-        if stored is None or stored.empty:
-            ranges.append((since_ms, hi))
-        else:
-            first, last = _ms(stored.index[0]), _ms(stored.index[-1])
-            if since_ms < first:
-                ranges.append((since_ms, min(first, hi)))
-            ranges.append((max(since_ms, last + increment), hi))
-        ranges = [(lo, h) for lo, h in ranges if lo < h]
+        # what is known: runs of stored rows, and ranges an earlier download found empty
+        rows_ms = stored.index.as_unit("ms").asi8 if stored is not None else np.empty(0, np.int64)
+        covered = self.store.known_empty(key) + covered_by_rows(rows_ms, key.kind, step)
+        ranges = subtract_ranges((since_ms, hi), covered) if since_ms < hi else []
+        # an exchange may publish the last rows late (open-interest statistics, a settlement):
+        # emptiness this close to its clock is not remembered, so the next run asks again
+        settled = now - max(2 * step, _SETTLE_MARGIN_MS)
         label = f"{key.symbol} {key.kind}{' ' + key.timeframe if key.timeframe else ''}"
         total = sum(h - lo for lo, h in ranges)
         task = self.progress.begin(label, max(total, 1))
@@ -308,9 +331,14 @@ class Downloader:
         done = 0
         try:
             for lo, h in ranges:
-                for cursor, times in self._pages(key, step, lo, h):
+                page_lo = lo
+                for cursor, times in self._pages(key, step, lo, h, result):
                     fetched_times.append(times)
                     result.rows_fetched += len(times)
+                    # the page's range minus its rows: the exchange has nothing there
+                    seen = (page_lo, min(cursor, h, settled))
+                    self.store.add_known_empty(key, subtract_ranges(seen, covered_by_rows(times, key.kind, step)))
+                    page_lo = max(page_lo, min(cursor, h))
                     self.progress.update(task, done + min(cursor, h) - lo, result.rows_fetched)
                 done += h - lo
                 self.progress.update(task, done, result.rows_fetched)
@@ -321,22 +349,39 @@ class Downloader:
             checks = validate_series(raw, key.timeframe)
             result.issues.update({k: checks[k] for k in ("duplicates", "out_of_order")})
 
-    def _pages(self, key: DatasetKey, step: int, lo: int, hi: int) -> Iterable[tuple[int, np.ndarray]]:
-        """Fetch and store ``[lo, hi)`` page by page; yields (next cursor, fetched times) per page."""
+    def _pages(self, key: DatasetKey, step: int, lo: int, hi: int,
+               result: DatasetResult | None = None) -> Iterable[tuple[int, np.ndarray]]:
+        """Fetch and store ``[lo, hi)`` page by page; yields (next cursor, fetched times) per page.
+
+        Funding on an oldest-first endpoint is paged by rows (``[cursor, hi)`` with ``limit`` rows;
+        fewer rows than asked = the range is done); everything else in windows of ``limit`` steps.
+        Each page is validated (:func:`bot.validation.repair`) before it is stored; what the repair
+        dropped or clipped is recorded in ``result.repairs``.
+        """
         limit = self.page_size(key.kind)
+        by_rows = key.kind == "funding_rate" and self._oldest_first(key.kind)
         span = limit * (_MIN_FUNDING_INTERVAL_MS if key.kind == "funding_rate" else step)
         increment = 1 if key.kind == "funding_rate" else step
         cursor = lo
         while cursor < hi:
-            window_end = min(cursor + span - 1, hi - 1)
+            window_end = hi - 1 if by_rows else min(cursor + span - 1, hi - 1)
             frame = self._fetch(key, cursor, limit, window_end)
+            returned = len(frame)
             times = frame.index.to_numpy(dtype=np.int64)
             frame = frame[(times >= lo) & (times < hi)]
             raw_times = frame.index.to_numpy(dtype=np.int64)
             if len(frame):
                 frame.index = pd.to_datetime(frame.index, unit="ms", utc=True).rename("time")
-                self.store.write(key, frame)
+                frame, changes = repair(frame, key.kind, key.timeframe, key.exchange)
+                if changes and result is not None:
+                    result.repairs.extend(changes)
+                if len(frame):
+                    self.store.write(key, frame)
                 nxt = int(raw_times.max()) + increment
+                if by_rows and returned < limit:
+                    nxt = hi  # fewer rows than asked for: nothing more in [cursor, hi)
+            elif by_rows:
+                nxt = hi
             elif window_end + 1 < hi and self._oldest_first(key.kind):
                 found = self._first_time_in(key, window_end + 1, hi - 1)
                 if found is None:  # nothing left in the range
@@ -383,3 +428,64 @@ class Downloader:
         return pd.DataFrame({"open_interest": [r.get("openInterestAmount") for r in rows],
                              "open_interest_value": [r.get("openInterestValue") for r in rows]},
                             index=pd.Index([int(r["timestamp"]) for r in rows], dtype="int64"), dtype=float)
+
+
+# -- leverage brackets -------------------------------------------------------------------------
+
+LEVERAGE_TIERS_FILE = "leverage_tiers.json"
+
+
+def leverage_tiers_path(store: Store, exchange_id: str) -> Path:
+    """Where ``download`` stores ``exchange_id``'s brackets: ``<data>/<exchange>/leverage_tiers.json``.
+
+    Same format as ``bot/risk/brackets_binance.json``, so
+    ``bot.risk.brackets.load_brackets(symbol, path=str(leverage_tiers_path(store, ex)))`` reads it.
+    """
+    return store.root / exchange_id / LEVERAGE_TIERS_FILE
+
+
+def leverage_tiers_to_brackets(tiers: dict[str, list[dict[str, Any]]], exchange_id: str,
+                               as_of: pd.Timestamp) -> dict[str, Any]:
+    """ccxt's ``fetch_leverage_tiers`` result -> the project's bracket document (per exchange id)."""
+    symbols: dict[str, list[dict[str, float | int]]] = {}
+    for unified, rows in sorted(tiers.items()):
+        ordered = sorted(rows, key=lambda r: float(r["minNotional"] or 0))
+        symbols[unified.split(":")[0].replace("/", "").upper()] = [
+            {"tier": i + 1, "floor": float(r["minNotional"] or 0), "cap": float(r["maxNotional"]),
+             "mmr": float(r["maintenanceMarginRate"]), "max_leverage": float(r["maxLeverage"])}
+            for i, r in enumerate(ordered)]
+    return {"exchange": exchange_id, "as_of": as_of.strftime("%Y-%m-%d"),
+            "note": "fetched with ccxt fetch_leverage_tiers by cascade download (current brackets; no history)",
+            "sources": {s: f"{exchange_id} fetch_leverage_tiers" for s in symbols}, "symbols": symbols}
+
+
+def download_leverage_tiers(exchange: ccxt.Exchange, store: Store, symbols: Sequence[str]) -> Path:
+    """Fetch the symbols' leverage brackets (ccxt ``fetch_leverage_tiers``) into the store.
+
+    Binance serves them only to signed requests: without an API key this raises a
+    :class:`UserError` saying so (``download`` prints it as a warning and backtests keep the
+    bundled brackets).
+    """
+    if not _is_supported(exchange, "fetchLeverageTiers"):
+        raise UserError(f"{exchange.id} does not serve leverage tiers (fetchLeverageTiers)")
+    try:
+        tiers = exchange.fetch_leverage_tiers(list(symbols))
+    except ccxt.AuthenticationError:
+        raise UserError("leverage tiers need an API key (set the variables named in [exchange] "
+                        "api_key_env/secret_env); the bundled brackets stay in use") from None
+    except ccxt.BaseError as err:
+        raise UserError(f"cannot fetch leverage tiers ({type(err).__name__}: {str(err)[:160]})") from None
+    wanted = {s: tiers[s] for s in symbols if s in tiers}
+    if not wanted:
+        raise UserError(f"{exchange.id} returned no leverage tiers for {', '.join(symbols)}")
+    path = leverage_tiers_path(store, exchange.id)
+    doc = leverage_tiers_to_brackets(wanted, exchange.id, pd.Timestamp.now(tz="UTC"))
+    if path.is_file():  # keep other symbols fetched earlier
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            doc["symbols"] = {**old.get("symbols", {}), **doc["symbols"]}
+            doc["sources"] = {**old.get("sources", {}), **doc["sources"]}
+        except (OSError, ValueError):
+            pass
+    atomic_write_text(path, json.dumps(doc, indent=1))
+    return path

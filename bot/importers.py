@@ -25,6 +25,18 @@ Accepted inputs (a file or a directory, searched recursively):
   Millisecond and microsecond timestamps are both accepted.
 
 Candles are imported before open interest so that the USD → contracts conversion can use them.
+
+**Availability times.** Auxiliary series are stored at the time their value became known, not
+the time it describes (:data:`AVAILABILITY_LAGS`, README "Availability times"): long-format open
+interest (the Hyperliquid hourly history) describes the interval starting at ``timestamp`` and is
+stamped at its end (``timestamp`` + one row spacing), converted with the last close known then;
+funding is stamped at its settlement time, liquidations at their event time, Binance ``metrics``
+open interest at its snapshot time (``create_time``). Candles keep their open time (a bar is
+known at its close by the frame contract).
+
+Every dataset is validated (:mod:`bot.validation`) before anything is written, and written once
+per import under the store's lock: a bad or unparsable file is one line and exit 2 with the store
+untouched, or with ``--repair`` the bad rows are dropped/clipped and each change is reported.
 """
 
 from __future__ import annotations
@@ -39,9 +51,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bot.atomic import os_error
 from bot.errors import DataError, UserError
-from bot.store import DatasetInfo, DatasetKey, Store, validate_series
+from bot.store import DatasetInfo, DatasetKey, Store
 from bot.timeframes import timeframe_to_timedelta
+from bot.validation import check, far_outside_mask, repair, require_valid
 
 _FREQTRADE = re.compile(r"^(?P<pair>[A-Z0-9]+_[A-Z0-9]+(?:_[A-Z0-9]+)?)-(?P<tf>\d+[mhdw])(?:-(?P<candle>[a-z_]+))?$")
 _BULK = re.compile(r"^(?P<sym>[A-Z0-9]+)-(?P<what>\d+[mhdw]|metrics|liquidationSnapshot|fundingRate)-")
@@ -53,6 +67,26 @@ _QUOTES = ("USDT", "USDC", "BUSD", "USD")
 # their size tracks rallies, correlation +0.9 with the hourly return on the sample's BTC days).
 _LIQUIDATED_SIDE = {"sell": "long", "buy": "short", "s": "short", "l": "long", "short": "short", "long": "long"}
 
+# Availability lag per (source format, kind): how long after a row's stamp the value was known.
+# The store keeps *availability* times for auxiliary series (docs/architecture.md, the frame
+# contract), so importers add this lag. ``None`` = one row spacing (the row describes the interval
+# that starts at its stamp, known at that interval's end). See README "Availability times".
+AVAILABILITY_LAGS: dict[tuple[str, str], pd.Timedelta | None] = {
+    ("long_parquet", "open_interest"): None,          # Hyperliquid hourly OI: end of its hour
+    ("long_parquet", "funding_rate"): pd.Timedelta(0),  # settlement time = when the rate is paid
+    ("long_parquet", "liquidations"): pd.Timedelta(0),  # event time
+    ("freqtrade", "funding_rate"): pd.Timedelta(0),     # settlement time
+    ("binance_bulk", "open_interest"): pd.Timedelta(0),  # metrics create_time: snapshot taken then
+    ("binance_bulk", "funding_rate"): pd.Timedelta(0),   # calc_time: settlement time
+    ("binance_bulk", "liquidations"): pd.Timedelta(0),   # event time
+}
+
+
+def availability_lag(source: str, kind: str, spacing: pd.Timedelta) -> pd.Timedelta:
+    """The lag added to a ``source`` row's stamp for ``kind`` (:data:`AVAILABILITY_LAGS`)."""
+    lag = AVAILABILITY_LAGS[(source, kind)]
+    return spacing if lag is None else lag
+
 
 @dataclass
 class ImportReport:
@@ -61,6 +95,7 @@ class ImportReport:
     written: dict[DatasetKey, DatasetInfo] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)  # exactly what --repair changed
 
 
 def exchange_from_path(path: Path) -> str | None:
@@ -109,23 +144,43 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 class Importer:
-    """Writes recognised files into one store and collects a report."""
+    """Parses recognised files, validates them (:mod:`bot.validation`) and writes them to one store.
 
-    def __init__(self, store: Store, exchange: str | None = None) -> None:
+    Two phases: every file is parsed and validated first, then each dataset is written once
+    (one locked read-merge-write per dataset), so a bad file anywhere leaves the store untouched.
+    ``repair=True`` fixes what breaks a rule (drops or clips) and lists each change in
+    ``report.repairs`` instead of refusing the import.
+    """
+
+    def __init__(self, store: Store, exchange: str | None = None, repair: bool = False) -> None:
         self.store = store
         self.exchange = exchange
+        self.repair = repair
         self.report = ImportReport()
+        self._pending: dict[DatasetKey, list[pd.DataFrame]] = {}
 
     # -- public ---------------------------------------------------------------------------------
     def import_path(self, path: Path) -> ImportReport:
+        """Import a file or every file under a folder; raises :class:`UserError` on any bad input."""
         path = Path(path)
         if not path.exists():
             raise UserError(f"{path} does not exist; pass a file or directory to import")
-        files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.is_file())
+        try:
+            files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path])
+                           if p.is_file() and not (path.is_dir() and p.name.startswith(".")))  # no locks/temps
+        except OSError as err:
+            raise os_error(err, path, "listing") from None
         # candles first: open interest in USD needs prices to become contracts
         files.sort(key=lambda p: (0 if ("futures" in p.name or _BULK.match(p.name)) else 1, str(p)))
+        self._pending = {}
         for file in files:
             self._import_file(file)
+        for key in list(self._pending):
+            self._check_against_stored(key, path)
+        for key, parts in self._pending.items():
+            self.store.write(key, pd.concat(parts) if len(parts) > 1 else parts[0])
+            self.report.written[key] = self.store.info(key)
+        self._pending = {}
         if not self.report.written:
             raise UserError(f"nothing importable found in {path}; see 'cascade import-data --help' for formats")
         return self.report
@@ -134,26 +189,66 @@ class Importer:
     def _import_file(self, file: Path) -> None:
         stem = file.name.split(".")[0]
         suffix = file.suffix.lower()
-        if suffix in (".feather", ".parquet") and _FREQTRADE.match(stem):
-            self._freqtrade(file, _FREQTRADE.match(stem))
-        elif suffix == ".parquet":
-            self._long_parquet(file)
-        elif suffix in (".zip", ".csv") and _BULK.match(file.name):
-            self._bulk(file, _BULK.match(file.name))
-        else:
-            self.report.skipped.append(f"{file.name}: format not recognised")
+        try:
+            if suffix in (".feather", ".parquet") and _FREQTRADE.match(stem):
+                self._freqtrade(file, _FREQTRADE.match(stem))
+            elif suffix == ".parquet":
+                self._long_parquet(file)
+            elif suffix in (".zip", ".csv") and _BULK.match(file.name):
+                self._bulk(file, _BULK.match(file.name))
+            else:
+                self.report.skipped.append(f"{file.name}: format not recognised")
+        except KeyError as err:
+            raise DataError(f"{file}: column {err} is missing; expected {_expected_columns(file)}") from None
+        except (ValueError, TypeError, OverflowError) as err:
+            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            raise DataError(f"{file}: cannot parse its values ({reason}); expected {_expected_columns(file)} "
+                            "with numbers and times") from None
 
     def _write(self, key: DatasetKey, rows: pd.DataFrame, origin: Path) -> None:
+        """Validate ``rows`` from ``origin`` and queue them for ``key`` (written by import_path)."""
         if rows.empty:
             self.report.skipped.append(f"{origin.name}: no rows")
             return
-        checks = validate_series(rows, key.timeframe)
-        ignored = {"funding_rate": {"gaps"}, "liquidations": {"duplicates", "gaps"}}.get(key.kind, set())
-        issues = {k: v for k, v in checks.items() if v and k not in ignored}
-        if issues:
-            self.report.problems.append(f"{origin.name}: " + ", ".join(f"{v} {k}" for k, v in issues.items()))
-        self.store.write(key, rows)
-        self.report.written[key] = self.store.info(key)
+        if self.repair:
+            rows, changes = repair(rows, key.kind, key.timeframe, key.exchange)
+            label = f"{origin.name} {key.symbol} {key.kind}{' ' + key.timeframe if key.timeframe else ''}"
+            self.report.repairs.extend(f"{label}: {c}" for c in changes)
+            if rows.empty:
+                self.report.skipped.append(f"{origin.name}: no rows left after repair")
+                return
+        else:
+            require_valid(rows, key.kind, key.timeframe, key.exchange, f"{origin} ({key.symbol} {key.kind})",
+                          "fix the file or re-run with --repair to drop/clip such rows")
+        self._pending.setdefault(key, []).append(rows)
+
+    def _check_against_stored(self, key: DatasetKey, origin: Path) -> None:
+        """Refuse (or with ``repair`` drop) new rows far outside the dataset they join."""
+        merged = self._read_merged(key)
+        if merged is None:
+            return
+        far = [p for p in check(merged, key.kind, key.timeframe, key.exchange) if p.rule == "far_outside"]
+        if not far:
+            return
+        new = pd.concat(self._pending[key])
+        bad = far_outside_mask(merged, key.kind, key.timeframe)
+        bad_times = merged.index[bad].intersection(new.index)
+        if bad_times.empty:
+            return  # the stray rows are already stored: data-info reports them
+        if not self.repair:
+            raise DataError(f"{origin} ({key.symbol} {key.kind}) {far[0].describe()} next to the stored "
+                            f"{key.kind} rows; fix the file or re-run with --repair to drop such rows")
+        self._pending[key] = [part[~part.index.isin(bad_times)] for part in self._pending[key]]
+        self.report.repairs.append(f"{origin.name} {key.symbol} {key.kind}: far outside the stored range: dropped "
+                                   f"{len(bad_times)} rows ({', '.join(t.isoformat() for t in bad_times[:3])})")
+
+    def _read_merged(self, key: DatasetKey) -> pd.DataFrame | None:
+        """Stored rows of ``key`` plus those queued by this import."""
+        parts = ([s] if (s := self.store.read(key)) is not None else []) + self._pending.get(key, [])
+        if not parts:
+            return None
+        merged = pd.concat(parts)
+        return merged[~merged.index.duplicated(keep="last")].sort_index()
 
     # -- freqtrade ------------------------------------------------------------------------------
     def _freqtrade(self, file: Path, match: re.Match[str]) -> None:
@@ -172,7 +267,8 @@ class Importer:
             raise DataError(f"{file} has no 'date' column; expected freqtrade's date, open, high, low, close, volume")
         raw.index = _to_utc(raw["date"])
         if kind == "funding_rate":
-            rows = pd.DataFrame({"funding_rate": raw["open"].astype(float)}, index=raw.index)
+            rows = pd.DataFrame({"funding_rate": raw["open"].astype(float)},
+                                index=raw.index + availability_lag("freqtrade", kind, pd.Timedelta(0)))
         else:
             cols = ["open", "high", "low", "close"] + (["volume"] if kind == "ohlcv" else [])
             rows = raw[cols].astype(float)
@@ -195,42 +291,56 @@ class Importer:
                 self._open_interest_usd(file, venue, symbol, part["oi_usd"].astype(float))
             elif "funding_rate" in part.columns:
                 rows = pd.DataFrame({"funding_rate": part["funding_rate"].astype(float)})
+                rows.index = rows.index + availability_lag("long_parquet", "funding_rate", pd.Timedelta(0))
                 self._write(DatasetKey(venue, symbol, "funding_rate"), rows, file)
             elif {"side", "size_usd", "price"} <= set(part.columns):
                 side = part["side"].astype(str).str.lower().map(_LIQUIDATED_SIDE)
                 value = part["size_usd"].astype(float)
                 rows = pd.DataFrame({"side": side.astype(object), "price": part["price"].astype(float),
                                      "amount": value / part["price"].astype(float), "value": value})
+                rows.index = rows.index + availability_lag("long_parquet", "liquidations", pd.Timedelta(0))
                 self._write(DatasetKey(venue, symbol, "liquidations"), rows.dropna(subset=["side"]), file)
             else:
                 self.report.skipped.append(f"{file.name}: no oi_usd, funding_rate or liquidation columns")
                 return
 
     def _open_interest_usd(self, file: Path, venue: str, symbol: str, oi_usd: pd.Series) -> None:
-        """Convert USD open interest to contracts with the last close known at each snapshot."""
+        """Stamp USD open interest at its availability time and convert it to contracts there.
+
+        A long-format row at ``timestamp`` describes the interval that *starts* there (for the
+        Hyperliquid hourly history: the hour ``[t, t+1h)``; its log changes load on the price path
+        up to ``t+30 min``, see ``tests/bot/test_leaks.py``), so it is known only at the end of
+        that interval: the stamp becomes ``timestamp + spacing`` (:data:`AVAILABILITY_LAGS`).
+        The USD value is divided by the last candle close known at that availability time.
+        """
+        spacing = pd.Series(oi_usd.index).diff().mode().min()  # the usual spacing; gaps do not change it
+        spacing = spacing if pd.notna(spacing) and spacing > pd.Timedelta(0) else pd.Timedelta(hours=1)
+        lag = availability_lag("long_parquet", "open_interest", spacing)
+        available = (oi_usd.index + lag).rename("time")
         base = symbol.split("/")[0]
-        candles = [k for k in self.store.keys() if k.kind == "ohlcv" and k.symbol.split("/")[0] == base]
+        known = dict.fromkeys([*self.store.keys(), *self._pending])
+        candles = [k for k in known if k.kind == "ohlcv" and k.symbol.split("/")[0] == base]
         if not candles:
             raise UserError(f"{file.name}: open interest in USD needs {base} candles to convert to contracts; "
                             f"import or download {base} candles first")
         key = min(candles, key=lambda k: (k.exchange != venue, timeframe_to_timedelta(k.timeframe)))
-        ohlcv = self.store.read(key)
+        ohlcv = self._read_merged(key)
         assert ohlcv is not None
         step = timeframe_to_timedelta(key.timeframe)
+        # a bar [o, o+step) is known at its close o+step: the price known at time T is the close
+        # of the last bar with o + step <= T
         closes = pd.DataFrame({"price": ohlcv["close"].to_numpy()}, index=(ohlcv.index + step).as_unit("ns"))
-        left = pd.DataFrame({"t": oi_usd.index.as_unit("ns")})
+        left = pd.DataFrame({"t": available.as_unit("ns")})
         joined = pd.merge_asof(left, closes.rename_axis("t").reset_index(), on="t", direction="backward",
                                tolerance=4 * step)
         price = joined["price"].to_numpy()
         rows = pd.DataFrame({"open_interest": oi_usd.to_numpy() / price, "open_interest_value": oi_usd.to_numpy()},
-                            index=oi_usd.index).dropna()
+                            index=available).dropna()
         dropped = len(oi_usd) - len(rows)
         if dropped:
             self.report.problems.append(f"{file.name}: {dropped} {symbol} open-interest rows had no price to "
                                         "convert with and were not imported")
-        spacing = pd.Series(rows.index).diff().mode().min()  # the usual spacing; gaps do not change it
-        timeframe = _timedelta_to_timeframe(spacing) if pd.notna(spacing) else "1h"
-        self._write(DatasetKey(venue, symbol, "open_interest", timeframe), rows, file)
+        self._write(DatasetKey(venue, symbol, "open_interest", _timedelta_to_timeframe(spacing)), rows, file)
 
     # -- Binance bulk archives -------------------------------------------------------------------
     def _bulk(self, file: Path, match: re.Match[str]) -> None:
@@ -238,11 +348,15 @@ class Importer:
         exchange = self.exchange or "binanceusdm"
         what = match.group("what")
         for name, text in _csv_members(file):
+            if not text.strip():
+                self.report.skipped.append(f"{file.name}: {name} is empty")
+                continue
             if what == "metrics":
                 raw = _csv(text, None)
                 rows = pd.DataFrame({"open_interest": raw["sum_open_interest"].astype(float),
                                      "open_interest_value": raw["sum_open_interest_value"].astype(float)})
-                rows.index = _to_utc(raw["create_time"])
+                rows.index = _to_utc(raw["create_time"]) + availability_lag("binance_bulk", "open_interest",
+                                                                            pd.Timedelta(0))
                 self._write(DatasetKey(exchange, symbol, "open_interest", "5m"), rows, file)
             elif what == "liquidationSnapshot":
                 raw = _csv(text, None)
@@ -251,12 +365,13 @@ class Importer:
                 qty = raw["accumulated_fill_quantity"].astype(float)
                 rows = pd.DataFrame({"side": raw["side"].str.upper().map({"SELL": "long", "BUY": "short"}),
                                      "price": price, "amount": qty, "value": qty * price})
-                rows.index = _to_utc(raw["time"])
+                rows.index = _to_utc(raw["time"]) + availability_lag("binance_bulk", "liquidations", pd.Timedelta(0))
                 self._write(DatasetKey(exchange, symbol, "liquidations"), rows, file)
             elif what == "fundingRate":
                 raw = _csv(text, None)
                 rows = pd.DataFrame({"funding_rate": raw["last_funding_rate"].astype(float)})
-                rows.index = _to_utc(raw["calc_time"])
+                rows.index = _to_utc(raw["calc_time"]) + availability_lag("binance_bulk", "funding_rate",
+                                                                          pd.Timedelta(0))
                 self._write(DatasetKey(exchange, symbol, "funding_rate"), rows, file)
             else:
                 raw = _csv(text, _KLINE_COLUMNS)
@@ -300,3 +415,20 @@ def _csv(text: str, columns: list[str] | None) -> pd.DataFrame:
     frame = frame.iloc[:, : len(columns)]
     frame.columns = columns[: frame.shape[1]]
     return frame
+
+
+def _expected_columns(file: Path) -> str:
+    """The columns a file of this name must have (for parse-error messages)."""
+    name = file.name
+    if _FREQTRADE.match(name.split(".")[0]):
+        return "freqtrade columns date, open, high, low, close, volume"
+    match = _BULK.match(name)
+    if match:
+        what = match.group("what")
+        return {"metrics": "Binance metrics columns create_time, symbol, sum_open_interest, sum_open_interest_value",
+                "liquidationSnapshot": "Binance liquidationSnapshot columns time, side, order_type, time_in_force, "
+                                       "original_quantity, price, average_price, order_status, last_fill_quantity, "
+                                       "accumulated_fill_quantity",
+                "fundingRate": "Binance fundingRate columns calc_time, funding_interval_hours, last_funding_rate",
+                }.get(what, "Binance kline columns " + ", ".join(_KLINE_COLUMNS))
+    return "long-format columns timestamp, venue, coin and oi_usd | funding_rate | side, size_usd, price"

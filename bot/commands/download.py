@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from bot.commands.data import dataset_table, make_console
+from bot.commands.data import dataset_table, make_console, writable_data_dir
 from bot.config import load_config, with_overrides
-from bot.download import DOWNLOADABLE_KINDS, Downloader
+from bot.download import DOWNLOADABLE_KINDS, Downloader, download_leverage_tiers
 from bot.errors import UserError
 from bot.exchange import make_exchange
 from bot.store import Store
@@ -70,6 +70,7 @@ def download(
     backoff: Annotated[float | None, typer.Option("--backoff", help="First retry delay in seconds (doubles each retry).")] = None,
     page_limit: Annotated[int | None, typer.Option("--page-limit", min=1, help="Rows per request (default: the endpoint's maximum).")] = None,
     rate_limit: Annotated[bool, typer.Option("--rate-limit/--no-rate-limit", help="ccxt's client-side throttling; disable only against a local replay server.")] = True,
+    leverage_tiers: Annotated[bool, typer.Option("--leverage-tiers/--no-leverage-tiers", help="Also fetch the symbols' leverage brackets (fetch_leverage_tiers; Binance needs an API key).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the written datasets as JSON on the last line.")] = False,
 ) -> None:
     """Download market data through ccxt into the store; re-runs fetch only what is missing."""
@@ -85,13 +86,20 @@ def download(
     if start is None:
         raise UserError("no start date: pass --since or set [download] since")
     end = parse_utc(d.until, "--until")
-    client = make_exchange(exchange or cfg.data.exchange, url=d.exchange_url or None, rate_limit=rate_limit)
-    store = Store(data_dir or cfg.data.dir)
+    client = make_exchange(exchange or cfg.data.exchange, url=d.exchange_url or None, rate_limit=rate_limit,
+                           api_key_env=cfg.exchange.api_key_env, secret_env=cfg.exchange.secret_env)
+    store = Store(writable_data_dir(data_dir or cfg.data.dir))
     console = make_console(as_json)
     with RichProgress(console) as progress:
         downloader = Downloader(client, store, max_retries=d.max_retries, backoff_seconds=d.backoff_seconds,
                                 page_limit=page_limit, progress=progress)
         report = downloader.run(list(d.symbols), d.timeframe, list(d.kinds), start, end)
+    if leverage_tiers:
+        try:
+            path = download_leverage_tiers(client, store, list(d.symbols))
+            console.print(f"leverage brackets stored in {path}")
+        except UserError as err:
+            report.warnings.append(f"leverage brackets not fetched: {err}")
     infos = report.written
     console.print(dataset_table(infos, f"downloaded into {store.root} ({downloader.requests} requests)"))
     for line in report.warnings:

@@ -10,15 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from bot.cli import main
 from bot.data import SAMPLE_DIR
-from bot.download import Downloader
+from bot.download import Downloader, leverage_tiers_path, leverage_tiers_to_brackets
 from bot.errors import UserError
 from bot.exchange import make_exchange
 from bot.replay import FaultConfig, ReplayServer
+from bot.risk.brackets import BRACKETS_FILE, load_brackets
 from bot.store import DatasetKey, Store
 
 EX, BTC, ETH = "binanceusdm", "BTC/USDT:USDT", "ETH/USDT:USDT"
@@ -66,7 +68,7 @@ def assert_same_as_source(store: Store, source: Store, since=SINCE, until=UNTIL)
 
 
 def temp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and p.suffix != ".parquet"]
+    return [p for p in root.rglob("*") if p.name.startswith(".cascade-")]  # temporaries, not lock/coverage files
 
 
 # --------------------------------------------------------------------------------------- results
@@ -87,7 +89,7 @@ def test_rerun_fetches_only_what_is_missing(server, source, tmp_path):
     again = downloader(server.url, store)
     report = again.run([BTC], "1h", KINDS, SINCE, UNTIL)
     assert sum(r.rows_fetched for r in report.results) == 0
-    assert again.requests <= 3  # load_markets, fetch_time, one empty funding page
+    assert again.requests == 2  # load_markets, fetch_time: no data request at all
     later = pd.Timestamp("2025-04-12", tz="UTC")
     earlier = pd.Timestamp("2025-03-09", tz="UTC")
     report = downloader(server.url, store).run([BTC], "1h", KINDS, earlier, later)
@@ -165,6 +167,59 @@ def test_gaps_in_the_exchange_data_are_reported(source, tmp_path):
         report = downloader(srv.url, Store(tmp_path / "dl")).run([ETH], "1h", ["ohlcv"], SINCE, UNTIL)
     assert report.written[0].gaps == 240 and report.results[0].issues["gaps"] == 240
     assert any("240 gaps" in w for w in report.warnings)
+
+
+def test_interior_gap_is_refilled_and_a_real_gap_is_asked_once(server, source, tmp_path):
+    store = Store(tmp_path)
+    downloader(server.url, store).run([BTC], "1h", KINDS, SINCE, UNTIL)
+    lost = (pd.Timestamp("2025-03-20", tz="UTC"), pd.Timestamp("2025-03-25", tz="UTC"))
+    for key in (KEYS[0], KEYS[2]):  # rows lost from the middle of candles and funding
+        store.rewrite(key, lambda f: (f[(f.index < lost[0]) | (f.index >= lost[1])], ["cut"]))
+    again = downloader(server.url, store)
+    report = again.run([BTC], "1h", KINDS, SINCE, UNTIL)
+    fetched = {r.key.kind: r.rows_fetched for r in report.results}
+    assert fetched == {"ohlcv": 5 * 24, "mark": 0, "funding_rate": 15, "open_interest": 0}
+    assert again.requests == 2 + 2 + 1  # markets, time; 120 candles = 2 pages of 100; 15 settlements = 1
+    assert_same_as_source(store, source)
+
+
+def test_known_empty_gap_is_not_asked_again_and_still_reported(source, tmp_path):
+    holey = Store(tmp_path / "src")
+    eth = DatasetKey(EX, ETH, "ohlcv", "1h")
+    frame = source.read(eth)
+    holey.write(eth, frame[(frame.index < "2025-03-15") | (frame.index >= "2025-03-25")])
+    store = Store(tmp_path / "dl")
+    with ReplayServer(holey.root, start="2025-05-01", speed=0) as srv:
+        downloader(srv.url, store).run([ETH], "1h", ["ohlcv"], SINCE, UNTIL)
+        again = downloader(srv.url, store)
+        report = again.run([ETH], "1h", ["ohlcv"], SINCE, UNTIL)
+    assert again.requests == 2 and report.results[0].rows_fetched == 0
+    assert any("240 gaps" in w for w in report.warnings)
+
+
+def test_funding_is_paged_by_rows(server, source, tmp_path):
+    d = downloader(server.url, Store(tmp_path), page_limit=50)
+    report = d.run([BTC], "1h", ["funding_rate"], SINCE, UNTIL)
+    assert report.results[0].rows_fetched == 93
+    assert d.requests == 2 + 2  # 93 settlements in pages of 50 rows (not 15 windows of 50 hours)
+
+
+def test_bad_rows_from_the_exchange_are_dropped_and_reported(source, tmp_path):
+    bad = Store(tmp_path / "src")
+    key = KEYS[0]
+    frame = source.read(key).copy()
+    frame.loc["2025-03-12 05:00", "low"] = frame.loc["2025-03-12 05:00", "close"] + 50  # low above the body
+    frame.loc["2025-03-13 07:00", "volume"] = -3.0
+    bad.write(key, frame)
+    with ReplayServer(bad.root, start="2025-05-01", speed=0) as srv:
+        store = Store(tmp_path / "dl")
+        report = downloader(srv.url, store).run([BTC], "1h", ["ohlcv"], SINCE, UNTIL)
+    got = store.read(key)
+    assert pd.Timestamp("2025-03-13 07:00", tz="UTC") not in got.index and len(got) == 31 * 24 - 1
+    row = got.loc["2025-03-12 05:00"]
+    assert row["low"] == min(row["open"], row["close"])
+    assert any("volume" in w and "2025-03-13T07:00" in w for w in report.warnings)
+    assert any("low lowered" in w and "2025-03-12T05:00" in w for w in report.warnings)
 
 
 # --------------------------------------------------------------------------------------- user errors
@@ -251,7 +306,8 @@ def test_sigkill_halfway_then_rerun_gives_identical_data(source, tmp_path):
     assert len(partial.read(KEYS[0])) == 31 * 24  # candles done, mark begun ...
     assert not all(partial.exists(k) and len(partial.read(k)) == len(expected(source, k)) for k in KEYS[1:])
     folder = mark_file.parent
-    (folder / ".cascade-killed.tmp").write_bytes(b"half a parquet file")  # as if killed mid-write
+    # as if killed mid-write: the temp name carries the dead writer's pid
+    (folder / f".cascade-{proc.pid}-deadbeef.tmp").write_bytes(b"half a parquet file")
 
     with ReplayServer(source.root, start="2025-05-01", speed=0) as srv:
         done = subprocess.run(args + ["--exchange-url", srv.url, "--json"], cwd=tmp_path, env=env,
@@ -262,3 +318,46 @@ def test_sigkill_halfway_then_rerun_gives_identical_data(source, tmp_path):
         "ohlcv": 744, "mark": 744, "funding_rate": 93, "open_interest": 744}
     assert_same_as_source(Store(data), source)
     assert not temp_files(data)
+
+
+# --------------------------------------------------------------------------------------- leverage tiers
+
+
+def test_leverage_tiers_round_trip_through_ccxt_and_load_brackets(tmp_path):
+    """Binance's leverageBracket reply for the bundled BTC tiers, parsed by ccxt's own parser,
+    stored by download and read by the risk module, gives back the bundled brackets."""
+    bundled = json.loads(BRACKETS_FILE.read_text())["symbols"]["BTCUSDT"]
+    raw = {"symbol": "BTCUSDT", "brackets": [
+        {"bracket": t["tier"], "initialLeverage": t["max_leverage"], "notionalCap": t["cap"],
+         "notionalFloor": t["floor"], "maintMarginRatio": t["mmr"], "cum": 0.0} for t in bundled]}
+    ex = make_exchange(EX)
+    market = {"symbol": BTC, "quote": "USDT", "id": "BTCUSDT", "contract": True}
+    tiers = {BTC: ex.parse_market_leverage_tiers(raw, market)}
+    store = Store(tmp_path)
+    path = leverage_tiers_path(store, EX)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(leverage_tiers_to_brackets(tiers, EX, pd.Timestamp("2026-01-01", tz="UTC"))))
+    got, want = load_brackets(BTC, path=str(path)), load_brackets(BTC)
+    for field in ("floor", "cap", "mmr", "max_leverage", "cum"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+
+
+def test_download_without_api_key_warns_about_leverage_tiers(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CASCADE_API_KEY", raising=False)
+    code, out, _ = run_cli(["download", "--exchange-url", server.url, "--no-rate-limit", "--data-dir",
+                            str(tmp_path / "d"), "--since", "2025-03-10", "--until", "2025-03-11",
+                            "--kinds", "ohlcv"], capsys)
+    assert code == 0
+    assert "leverage brackets not fetched: leverage tiers need an API key" in " ".join(out.split())
+    assert not leverage_tiers_path(Store(tmp_path / "d"), EX).exists()
+
+
+def test_rerun_up_to_now_makes_at_most_one_request_per_kind(server, tmp_path):
+    store = Store(tmp_path)
+    downloader(server.url, store).run([BTC], "1h", KINDS, SINCE, None)  # the replay clock: 2025-05-01
+    again = downloader(server.url, store)
+    report = again.run([BTC], "1h", KINDS, SINCE, None)
+    assert sum(r.rows_fetched for r in report.results) == 0
+    # markets, time, then one request per kind for the last hours before the clock (41 requests the first time)
+    assert again.requests <= 2 + len(KINDS)

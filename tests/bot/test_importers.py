@@ -68,15 +68,18 @@ def test_hyperliquid_open_interest_usd_becomes_contracts(tmp_path):
     store.write(DatasetKey("binanceusdm", "BTC/USDT:USDT", "ohlcv", "1h"),
                 pd.DataFrame({"open": 1.0, "high": 1.0, "low": 1.0, "close": [100.0, 200.0, 400.0, 800.0],
                               "volume": 1.0}, index=idx))
-    long = pd.DataFrame({"timestamp": pd.DatetimeIndex(["2025-01-01 01:00", "2025-01-01 02:00", "2025-01-01 03:30"],
+    long = pd.DataFrame({"timestamp": pd.DatetimeIndex(["2025-01-01 01:00", "2025-01-01 02:00", "2025-01-01 04:00"],
                                                        tz="UTC"),
                          "venue": "hyperliquid", "coin": "BTC", "oi_usd": [1000.0, 3000.0, 8000.0]})
     path = tmp_path / "oi.parquet"
     long.to_parquet(path)
     Importer(store).import_path(path)
     oi = store.read(DatasetKey("hyperliquid", "BTC/USDC:USDC", "open_interest", "1h"))
-    # 01:00 -> the last close known then is bar [00:00, 01:00): 100; 02:00 -> 200; 03:30 -> bar [02:00, 03:00): 400
-    np.testing.assert_allclose(oi["open_interest"], [10.0, 15.0, 20.0])
+    # each row describes the hour starting at its stamp, so it is known one spacing (1h) later:
+    # 02:00 -> last close known then is bar [01:00, 02:00): 200; 03:00 -> 400; 05:00 -> the last bar
+    # [03:00, 04:00) closed at 04:00: 800 (the gap does not change the usual spacing)
+    assert [t.strftime("%H:%M") for t in oi.index] == ["02:00", "03:00", "05:00"]
+    np.testing.assert_allclose(oi["open_interest"], [5.0, 7.5, 10.0])
     np.testing.assert_allclose(oi["open_interest_value"], [1000.0, 3000.0, 8000.0])
 
 

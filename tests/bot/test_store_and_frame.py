@@ -1,11 +1,13 @@
 """Store (atomic, incremental, validated) and the frame loader's availability-time joins."""
 
+import errno
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from bot.data import load_frame
-from bot.errors import DataError
+from bot.errors import DataError, UserError
 from bot.store import DatasetKey, Store, count_gaps, validate_series
 
 EX, SYM = "binanceusdm", "BTC/USDT:USDT"
@@ -28,7 +30,8 @@ def test_write_is_incremental_and_deduplicates(tmp_path):
     assert len(merged) == 13 and merged.index.is_monotonic_increasing and merged.index.is_unique
     assert merged.loc["2025-01-01 09:00", "close"] == 1101.0
     assert merged.loc["2025-01-01 07:00", "close"] == 107.0
-    assert [p.name for p in store.path(key).parent.iterdir()] == ["ohlcv-1h.parquet"]  # no temp files
+    # no temp files; the lock file stays (deleting a lock file others may hold would break the lock)
+    assert sorted(p.name for p in store.path(key).parent.iterdir()) == [".ohlcv-1h.parquet.lock", "ohlcv-1h.parquet"]
     assert store.keys() == [key]
     info = store.info(key)
     assert (info.rows, info.gaps, info.start[:16]) == (13, 0, "2025-01-01T00:00")
@@ -41,14 +44,14 @@ def test_failed_write_leaves_previous_file_and_no_temp(tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
     def boom(*a, **k):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(pq, "write_table", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=r"No space left on device; free disk space"):
         store.write(key, bars("2025-01-02", 3))
     monkeypatch.undo()
     assert len(store.read(key)) == 3
-    assert len(list(store.path(key).parent.iterdir())) == 1
+    assert not list(store.path(key).parent.glob(".cascade-*"))
 
 
 def test_corrupt_file_is_a_clear_data_error(tmp_path):
