@@ -96,14 +96,32 @@ class _Packer:
         self.parts.append(data)
         self.offset += len(data)
 
+    def _int32(self, name: str, ints: np.ndarray, **info: Any) -> None:
+        # byte planes (all low bytes, then the next ...): small integers then deflate several times better
+        planes = np.ascontiguousarray(ints.astype("<i4").view(np.uint8).reshape(-1, 4).T)
+        self._add(name, planes.tobytes(), type="i32p", n=len(ints), **info)
+
     def prices(self, name: str, values: np.ndarray, decimals: int) -> None:
-        ints = np.round(np.asarray(values, dtype=float) * 10.0 ** decimals).astype(np.int64)
-        deltas = np.diff(ints, prepend=0)
-        self._add(name, deltas.astype("<i4").tobytes(), type="i32d", n=len(ints), scale=10.0 ** -decimals)
+        """A price series, exact to ``10**-decimals``, delta-encoded; NaN (no value) kept in a mask."""
+        v = pd.Series(np.asarray(values, dtype=float))
+        missing = v.isna().to_numpy()
+        ints = np.round(v.ffill().fillna(0.0).to_numpy() * 10.0 ** decimals).astype(np.int64)
+        if missing.any():
+            self.bytes_(name + "_missing", missing)
+        self._int32(name, np.diff(ints, prepend=0), delta=True, scale=10.0 ** -decimals,
+                    missing=bool(missing.any()))
+
+    def ohlc(self, prefix: str, ohlc: np.ndarray, decimals: int) -> None:
+        """Candles as gap from the previous close, body, upper and lower wick (all small integers)."""
+        o, h, lo, c = (np.round(ohlc[:, j] * 10.0 ** decimals).astype(np.int64) for j in range(4))
+        prev_close = np.concatenate([[0], c[:-1]])
+        top, bottom = np.maximum(o, c), np.minimum(o, c)
+        for part, ints in (("gap", o - prev_close), ("body", c - o), ("upper", h - top), ("lower", bottom - lo)):
+            self._int32(f"{prefix}_{part}", ints, delta=False, scale=10.0 ** -decimals)
 
     def ints(self, name: str, values: np.ndarray) -> None:
         v = np.asarray(values, dtype=np.int64)
-        self._add(name, np.diff(v, prepend=0).astype("<i4").tobytes(), type="i32d", n=len(v), scale=1)
+        self._int32(name, np.diff(v, prepend=0), delta=True, scale=1)
 
     def floats(self, name: str, values: np.ndarray) -> None:
         v = np.asarray(values, dtype="<f4")
@@ -118,12 +136,18 @@ class _Packer:
 
 
 def price_decimals(values: np.ndarray) -> int:
-    """Decimals kept for prices: the most (≤ 8) for which the largest price still fits an int32."""
-    top = float(np.nanmax(np.abs(values))) if len(values) else 1.0
-    d = 8
-    while d > 0 and top * 10.0 ** d >= 2 ** 30:
-        d -= 1
-    return d
+    """Decimals kept for prices: the fewest that hold every value exactly (exchange ticks: BTC's
+    0.1 needs 1), else the most (≤ 8) for which the largest price still fits an int32."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    top = float(np.max(np.abs(v))) if v.size else 1.0
+    for d in range(9):
+        if top * 10.0 ** d >= 2 ** 30:
+            return max(d - 1, 0)
+        scaled = v * 10.0 ** d
+        if np.all(np.abs(scaled - np.round(scaled)) < 1e-6):
+            return d
+    return 8
 
 
 def display_decimals(values: np.ndarray) -> int:
@@ -246,21 +270,26 @@ def zone_rects(zones: Any, frame: pd.DataFrame) -> list[list[Any]]:
 
 def _trade_rows(trades: pd.DataFrame, frame_s: np.ndarray) -> list[dict[str, Any]]:
     """Trades for the page: bar positions of entry and exit plus the figures shown on hover."""
-    rows = []
-    def num(d: dict[str, Any], key: str) -> float | None:
-        v = d.get(key)
-        return None if v is None or not np.isfinite(float(v)) else round(float(v), 10)
+    if len(trades) == 0:
+        return []
+    first = _snap(frame_s, _seconds(trades["entry_time"]))
+    last = _snap(frame_s, _seconds(trades["exit_time"]))
 
-    for i, t in enumerate(trades.itertuples(index=False)):
-        d = t._asdict()
-        entry_s, exit_s = _seconds([d["entry_time"]])[0], _seconds([d["exit_time"]])[0]
-        rows.append({"i": i, "side": d["side"], "a": int(_snap(frame_s, np.array([entry_s]))[0]),
-                     "b": int(_snap(frame_s, np.array([exit_s]))[0]), "entry": num(d, "entry_price"),
-                     "exit": num(d, "exit_price"), "stop": num(d, "stop"), "tp": num(d, "take_profit"),
-                     "qty": num(d, "qty"), "pnl": num(d, "pnl"), "ret": num(d, "return_pct"), "r": num(d, "r_multiple"),
-                     "reason": str(d.get("exit_reason", "")), "entry_time": str(d["entry_time"])[:16],
-                     "exit_time": str(d["exit_time"])[:16]})
-    return rows
+    def col(name: str) -> list[float | None]:
+        if name not in trades:
+            return [None] * len(trades)
+        v = trades[name].to_numpy(dtype=float)
+        return [None if not np.isfinite(x) else round(float(x), 10) for x in v]
+
+    cols = {key: col(name) for key, name in (("entry", "entry_price"), ("exit", "exit_price"), ("stop", "stop"),
+                                              ("tp", "take_profit"), ("qty", "qty"), ("pnl", "pnl"),
+                                              ("ret", "return_pct"), ("r", "r_multiple"))}
+    entry_t = pd.DatetimeIndex(pd.to_datetime(trades["entry_time"], utc=True)).strftime("%Y-%m-%d %H:%M")
+    exit_t = pd.DatetimeIndex(pd.to_datetime(trades["exit_time"], utc=True)).strftime("%Y-%m-%d %H:%M")
+    sides, reasons = trades["side"].astype(str).tolist(), trades["exit_reason"].astype(str).tolist()
+    return [{"i": i, "side": sides[i], "a": int(first[i]), "b": int(last[i]),
+             **{k: v[i] for k, v in cols.items()}, "reason": reasons[i], "entry_time": entry_t[i],
+             "exit_time": exit_t[i]} for i in range(len(trades))]
 
 
 def page_data(frame: pd.DataFrame, signals: pd.DataFrame | None, result: BacktestResult,
@@ -273,8 +302,8 @@ def page_data(frame: pd.DataFrame, signals: pd.DataFrame | None, result: Backtes
     dec = price_decimals(ohlc.ravel())
     pack = _Packer()
     pack.ints("time", frame_s)
-    for j, col in enumerate(("open", "high", "low", "close")):
-        pack.prices(col, ohlc[:, j], dec)
+    pack.ohlc("bar", ohlc, dec)
+    dec_show = display_decimals(ohlc[:, 3])
     eq = result.equity.reindex(index)
     pack.floats("equity", eq["equity"].to_numpy(dtype=float))
     for col in ("funding_pnl", "fees"):
@@ -286,7 +315,8 @@ def page_data(frame: pd.DataFrame, signals: pd.DataFrame | None, result: Backtes
         pack.floats("target", signals["target"].reindex(index).to_numpy(dtype=float))
     bands = zone_bands(zones, frame)
     for name, values in bands.items():
-        pack.floats("zone_" + name, values)
+        # zone bounds are computed prices: kept to a tenth of the axis' display precision
+        pack.prices("zone_" + name, values, min(dec_show + 1, dec))
     grid = heatmap_grid(heatmap, frame, max_columns=max_heatmap_columns)
     heat = None
     if grid is not None:
@@ -297,7 +327,7 @@ def page_data(frame: pd.DataFrame, signals: pd.DataFrame | None, result: Backtes
     step = _bar_step(index)
     meta = {
         "arrays": pack.header, "n": len(frame), "step_s": int(step.total_seconds()),
-        "price_precision": display_decimals(ohlc[:, 3]), "initial_cash": float(result.initial_cash),
+        "price_precision": dec_show, "initial_cash": float(result.initial_cash),
         "heat": heat, "zones": zone_rects(zones, frame),
         "bands": [f"{side}{slot}" for side, _, slot in ZONE_SLOTS if f"{side}{slot}_lo" in bands], "trades": _trade_rows(trades, frame_s),
         "exit_style": EXIT_STYLE,

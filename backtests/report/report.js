@@ -22,12 +22,30 @@
     if (!h) return null;
     if (h.type === "f32") return new Float32Array(buf, h.offset, h.n);
     if (h.type === "u8") return new Uint8Array(buf, h.offset, h.n);
-    const d = new Int32Array(buf, h.offset, h.n), out = new Float64Array(h.n);
+    // i32p: int32 stored as four byte planes; optionally delta-encoded; NaN where <name>_missing
+    const b = new Uint8Array(buf, h.offset, 4 * h.n), m = h.n, out = new Float64Array(h.n);
+    const miss = h.missing ? arr(name + "_missing") : null;
     let acc = 0;
-    for (let i = 0; i < h.n; i++) { acc += d[i]; out[i] = acc * h.scale; }
+    for (let i = 0; i < m; i++) {
+      const v = (b[i] | (b[m + i] << 8) | (b[2 * m + i] << 16) | (b[3 * m + i] << 24));
+      acc = h.delta ? acc + v : v;
+      out[i] = acc * h.scale;
+    }
+    if (miss) for (let i = 0; i < m; i++) if (miss[i]) out[i] = NaN;
     return out;
   }
-  const n = meta.n, T = arr("time"), O = arr("open"), H = arr("high"), L = arr("low"), C = arr("close");
+  function candlesFrom(prefix) {  // gap from the previous close, body, upper and lower wick
+    const g = arr(prefix + "_gap"), bd = arr(prefix + "_body"), up = arr(prefix + "_upper"), lw = arr(prefix + "_lower");
+    const k = g.length, o = new Float64Array(k), h = new Float64Array(k), l = new Float64Array(k), c = new Float64Array(k);
+    const sc = meta.arrays[prefix + "_gap"].scale, r = (x) => Math.round(x / sc);  // integer ticks: exact sums
+    let prev = 0;
+    for (let i = 0; i < k; i++) {
+      const oi = prev + r(g[i]), ci = oi + r(bd[i]);
+      o[i] = oi * sc; c[i] = ci * sc; h[i] = (Math.max(oi, ci) + r(up[i])) * sc; l[i] = (Math.min(oi, ci) - r(lw[i])) * sc; prev = ci;
+    }
+    return [o, h, l, c];
+  }
+  const n = meta.n, T = arr("time"), [O, H, L, C] = candlesFrom("bar");
   const EQ = arr("equity"), FUND = arr("funding_pnl"), FEES = arr("fees"), RISK = arr("risk"), TGT = arr("target");
   const prec = meta.price_precision, step = meta.step_s, trades = meta.trades;
   const pad = (x) => String(x).padStart(2, "0");
@@ -213,7 +231,7 @@
   const titles = [];
   let pane = 0;
   if (TGT) {
-    const exposure = panels.addSeries(LC.BaselineSeries, { baseValue: { type: "price", price: 0 }, lineWidth: 1,
+    const exposure = panels.addSeries(LC.BaselineSeries, { baseValue: { type: "price", price: 0 }, lineWidth: 1, lineType: LC.LineType.WithSteps,
       topLineColor: "#00897b", topFillColor1: "rgba(0,137,123,0.35)", topFillColor2: "rgba(0,137,123,0.35)",
       bottomLineColor: "#d81b60", bottomFillColor1: "rgba(216,27,96,0.35)", bottomFillColor2: "rgba(216,27,96,0.35)",
       priceLineVisible: false, title: "target" }, pane);

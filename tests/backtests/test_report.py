@@ -155,7 +155,26 @@ def _array(meta: dict, buf: bytes, name: str) -> np.ndarray:
         return np.frombuffer(buf, "<f4", h["n"], h["offset"])
     if h["type"] == "u8":
         return np.frombuffer(buf, np.uint8, h["n"], h["offset"])
-    return np.cumsum(np.frombuffer(buf, "<i4", h["n"], h["offset"]).astype(np.int64)) * h["scale"]
+    planes = np.frombuffer(buf, np.uint8, 4 * h["n"], h["offset"]).reshape(4, h["n"])
+    ints = np.ascontiguousarray(planes.T).view("<i4").ravel().astype(np.int64)
+    out = (np.cumsum(ints) if h["delta"] else ints).astype(float)
+    if h.get("missing"):
+        out[_array(meta, buf, name + "_missing").astype(bool)] = np.nan
+    return out, h["scale"]
+
+
+def _values(meta: dict, buf: bytes, name: str) -> np.ndarray:
+    got = _array(meta, buf, name)
+    return got[0] * got[1] if isinstance(got, tuple) else got
+
+
+def _candles(meta: dict, buf: bytes) -> np.ndarray:
+    """The page's candle decoding: gap from the previous close, body, upper and lower wick."""
+    (gap, scale), (body, _), (upper, _), (lower, _) = (_array(meta, buf, f"bar_{p}") for p in
+                                                       ("gap", "body", "upper", "lower"))
+    close = np.cumsum(gap + body)
+    open_ = close - body
+    return np.column_stack([open_, np.maximum(open_, close) + upper, np.minimum(open_, close) - lower, close]) * scale
 
 
 def test_report_shares_the_chart_library_and_carries_every_bar(run, tmp_path: Path) -> None:
@@ -174,12 +193,12 @@ def test_report_shares_the_chart_library_and_carries_every_bar(run, tmp_path: Pa
             assert f"<h2>{heading}</h2>" in page
     meta, buf = _decode(paths[0].read_text())
     assert meta["n"] == len(frame) and meta["step_s"] == 3600
-    times = _array(meta, buf, "time")
+    times = _values(meta, buf, "time")
     np.testing.assert_array_equal(times, frame.index.as_unit("s").asi8)  # every bar, at its own timeframe
-    for col in ("open", "high", "low", "close"):
-        np.testing.assert_allclose(_array(meta, buf, col), frame[col].to_numpy(), rtol=0, atol=1e-4)
-    np.testing.assert_allclose(_array(meta, buf, "equity"), result.equity["equity"].to_numpy(), rtol=1e-6)
-    assert set(_array(meta, buf, "risk")) == {0, 1, 2}
+    np.testing.assert_allclose(_candles(meta, buf), frame[["open", "high", "low", "close"]].to_numpy(),
+                               rtol=0, atol=1e-4)
+    np.testing.assert_allclose(_values(meta, buf, "equity"), result.equity["equity"].to_numpy(), rtol=1e-6)
+    assert set(_values(meta, buf, "risk")) == {0, 1, 2}
     trades = meta["trades"]
     assert len(trades) == len(result.trades)
     first = result.trades.iloc[0]
