@@ -66,8 +66,8 @@
   };
   const priceBox = document.getElementById("price"), panelBox = document.getElementById("panels");
   const width = () => Math.max(600, document.getElementById("pricebox").clientWidth - 2);
-  const priceH = Math.max(380, Math.round(window.innerHeight * 0.62));
-  const panelH = Math.max(360, Math.round(window.innerHeight * 0.55));
+  const priceH = Math.min(760, Math.max(380, Math.round(window.innerHeight * 0.62)));
+  const panelH = Math.min(640, Math.max(360, Math.round(window.innerHeight * 0.55)));
   const chart = LC.createChart(priceBox, { ...base, width: width(), height: priceH });
   const candles = chart.addSeries(LC.CandlestickSeries, {
     upColor: "#26a69a", downColor: "#ef5350", borderVisible: false, wickUpColor: "#26a69a", wickDownColor: "#ef5350",
