@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import importlib
 import importlib.util
 import sys
@@ -93,12 +94,32 @@ class TidyCommand(TyperCommand):
         return pieces
 
 
+NUMBA_COMMANDS = frozenset({"backtest", "liqmap", "optimize", "paper", "live", "compare"})
+"""Commands that run numba kernels: they print a note when numba compiles (a slow first run)."""
+
+
+def _with_compile_notice(name: str, fn: Any) -> Any:
+    """``fn`` run inside `bot.progress.compile_notice` when it runs numba kernels (so a first run
+    says why it is slow); other commands do not pay for importing numba."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if name not in NUMBA_COMMANDS and "numba" not in sys.modules:
+            return fn(*args, **kwargs)
+        from bot.progress import compile_notice
+
+        with compile_notice():
+            return fn(*args, **kwargs)
+
+    return run
+
+
 @cache
 def load_command(name: str) -> Any:
     """Import the module of subcommand ``name`` and build its click command (with typer)."""
     for cmd_name, module, func in COMMANDS:
         if cmd_name == name:
-            fn = getattr(importlib.import_module(module), func)
+            fn = _with_compile_notice(name, getattr(importlib.import_module(module), func))
             single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
             single.command(name, cls=TidyCommand)(fn)
             return typer.main.get_command(single)

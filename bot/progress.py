@@ -140,13 +140,18 @@ def track(items: Iterable[T], description: str, total: int | None = None, **kwar
             bar.advance()
 
 
+_NOTICES: list[Any] = []
+"""The compile notices active now, outermost first: only the innermost prints, once for them all."""
+
+
 @contextmanager
 def compile_notice(what: str = "numba kernels", *, stream: IO[str] | None = None) -> Iterator[None]:
     """Print ``compiling <what> (first run only) …`` once if numba compiles inside the block.
 
     numba fires its ``numba:compile`` event only on a real compilation, not when it loads a
     kernel from its on-disk cache, so the note appears on the first run after an install or a
-    code change and never after.
+    code change and never after. Nested notices print one line: the innermost (most specific)
+    one's, and only the first time anything compiles inside the outermost block.
     """
     from numba.core import event
 
@@ -156,12 +161,20 @@ def compile_notice(what: str = "numba kernels", *, stream: IO[str] | None = None
         shown = False
 
         def on_start(self, ev: Any) -> None:
-            if not self.shown:
-                self.shown = True
+            if not self.shown and _NOTICES and _NOTICES[-1] is self:
+                for notice in _NOTICES:
+                    notice.shown = True
                 print(f"compiling {what} (first run only; later runs load numba's cache) …", file=out, flush=True)
 
         def on_end(self, ev: Any) -> None:
             pass
 
-    with event.install_listener("numba:compile", _Notice()):
-        yield
+    notice = _Notice()
+    if _NOTICES and _NOTICES[0].shown:
+        notice.shown = True
+    _NOTICES.append(notice)
+    try:
+        with event.install_listener("numba:compile", notice):
+            yield
+    finally:
+        _NOTICES.remove(notice)

@@ -117,3 +117,20 @@ def test_compile_notice_appears_only_when_numba_compiles() -> None:
     with compile_notice("the test kernel", stream=again):
         add_one(3.0)  # already compiled in this process
     assert again.getvalue() == ""
+
+
+def test_nested_compile_notices_print_one_line_the_innermost() -> None:
+    @numba.njit(cache=False)
+    def twice(x: float) -> float:
+        return 2.0 * x
+
+    @numba.njit(cache=False)
+    def thrice(x: float) -> float:
+        return 3.0 * x
+
+    out = io.StringIO()
+    with compile_notice("numba kernels", stream=out):
+        with compile_notice("the inner kernel", stream=out):
+            twice(1.0)
+        thrice(1.0)  # a later compile inside the outer block: already announced
+    assert out.getvalue() == "compiling the inner kernel (first run only; later runs load numba's cache) …\n"
