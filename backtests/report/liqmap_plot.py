@@ -136,11 +136,13 @@ def price_view(frame: pd.DataFrame, margin: float = 0.25) -> tuple[float, float]
 
 
 def _log_ticks(zmin: float, zmax: float) -> np.ndarray:
-    """1-2-5 ticks inside [zmin, zmax] (at least the two ends' decades)."""
+    """1-2-3-5 ticks inside [zmin, zmax]; the two ends are added when fewer than three fall inside."""
     ticks = [m * 10.0 ** e for e in range(int(np.floor(np.log10(zmin))), int(np.ceil(np.log10(zmax))) + 1)
-             for m in (1, 2, 5)]
-    inside = np.array([t for t in ticks if zmin <= t <= zmax])
-    return inside if inside.size >= 2 else np.array([zmin, zmax])
+             for m in (1, 2, 3, 5)]
+    inside = [t for t in ticks if zmin <= t <= zmax]
+    if len(inside) < 3:
+        inside = sorted({zmin, *inside, zmax})
+    return np.array(inside)
 
 
 def heatmap_figure(frame: pd.DataFrame, snapshot: LiqMapSnapshot, profile_at: pd.Timestamp | None = None,
