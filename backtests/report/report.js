@@ -264,9 +264,11 @@
   titles.push("equity vs buy-and-hold (USDT, marked at bar close)");
   pane++;
   let peak = meta.initial_cash;
-  const dd = panels.addSeries(LC.AreaSeries, { lineColor: "#e53935", topColor: "rgba(229,57,53,0.15)", bottomColor: "rgba(229,57,53,0.45)",
-    lineWidth: 1, priceLineVisible: false, title: "drawdown", priceFormat: { type: "custom", formatter: (v) => v.toFixed(1) + " %" },
-    invertFilledArea: true }, pane);
+  // filled between 0 and the drawdown line (a baseline at 0 with only its lower part coloured)
+  const dd = panels.addSeries(LC.BaselineSeries, { baseValue: { type: "price", price: 0 }, lineWidth: 1,
+    bottomLineColor: "#e53935", bottomFillColor1: "rgba(229,57,53,0.15)", bottomFillColor2: "rgba(229,57,53,0.45)",
+    topLineColor: "#e53935", topFillColor1: "rgba(0,0,0,0)", topFillColor2: "rgba(0,0,0,0)",
+    priceLineVisible: false, title: "drawdown", priceFormat: { type: "custom", formatter: (v) => v.toFixed(1) + " %" } }, pane);
   dd.setData(pts((i) => { if (isFinite(EQ[i])) peak = Math.max(peak, EQ[i]); return isFinite(EQ[i]) ? -100 * (1 - EQ[i] / peak) : NaN; }));
   titles.push("underwater: drawdown from the running peak (%)");
   pane++;
