@@ -101,14 +101,60 @@ def _price_line(frame: pd.DataFrame, max_points: int) -> tuple[pd.DatetimeIndex,
     return times, np.ravel(np.column_stack([first, second]))
 
 
+PRESETS = (("12h", 12, "hour"), ("24h", 24, "hour"), ("7d", 7, "day"), ("30d", 30, "day"))
+"""Range-selector buttons of the HTML heatmap (plus ``all``)."""
+
+# Re-fits the price axis to the close line inside the visible time window after every zoom/preset,
+# with the same margin as the initial view (plotly itself does not rescale y on an x zoom).
+FIT_Y_SCRIPT = """
+var gd = document.getElementById('{plot_id}');
+var fitting = false;
+gd.on('plotly_relayout', function (ev) {
+  if (fitting) return;
+  var line = gd.data.find(function (t) { return t.name === 'close'; });
+  if (!line) return;
+  var r = gd._fullLayout.xaxis.range, a = new Date(r[0]).getTime(), b = new Date(r[1]).getTime();
+  var lo = Infinity, hi = -Infinity;
+  for (var i = 0; i < line.x.length; i++) {
+    var t = new Date(line.x[i]).getTime();
+    if (t >= a && t <= b) { lo = Math.min(lo, line.y[i]); hi = Math.max(hi, line.y[i]); }
+  }
+  if (!isFinite(lo)) return;
+  var pad = Math.max((hi - lo) * MARGIN, hi * 0.004);
+  fitting = true;
+  Plotly.relayout(gd, {'yaxis.range': [lo - pad, hi + pad]}).then(function () { fitting = false; });
+});
+"""
+
+
+def price_view(frame: pd.DataFrame, margin: float = 0.25) -> tuple[float, float]:
+    """The y-range fitted to the price path: its low–high widened by ``margin`` of that span each side
+    (at least 0.4 % of the price), so the path fills most of the chart and nearby levels show."""
+    lo, hi = float(frame["low"].min()), float(frame["high"].max())
+    pad = max((hi - lo) * margin, hi * 0.004)
+    return lo - pad, hi + pad
+
+
+def _log_ticks(zmin: float, zmax: float) -> np.ndarray:
+    """1-2-3-5 ticks inside [zmin, zmax]; the two ends are added when fewer than three fall inside."""
+    ticks = [m * 10.0 ** e for e in range(int(np.floor(np.log10(zmin))), int(np.ceil(np.log10(zmax))) + 1)
+             for m in (1, 2, 3, 5)]
+    inside = [t for t in ticks if zmin <= t <= zmax]
+    if len(inside) < 3:
+        inside = sorted({zmin, *inside, zmax})
+    return np.array(inside)
+
+
 def heatmap_figure(frame: pd.DataFrame, snapshot: LiqMapSnapshot, profile_at: pd.Timestamp | None = None,
                    title: str | None = None, max_rows: int = 500, max_points: int = 4000,
-                   margin: float = 0.15) -> go.Figure:
+                   margin: float = 0.15, view_margin: float = 0.25) -> go.Figure:
     """Plotly figure: the heatmap with the close on top, and the map at ``profile_at`` as a profile.
 
     ``snapshot`` is a :class:`LiqMapSnapshot` (e.g. from ``liquidation_heatmap``) over the bars
     of ``frame``. ``profile_at`` defaults to the last snapshot column; the profile uses the last
-    column at or before it.
+    column at or before it. The map covers the price range widened by ``margin`` (pan or zoom out
+    to see it); the initial view is fitted to the price path (:func:`price_view`). The colour bar
+    sits at the far right, clear of both axes; range buttons select the last 12h/24h/7d/30d or all.
     """
     row = _profile_row(snapshot, profile_at)
     prices, _, long_, short = _rows(snapshot, _price_window(frame, snapshot, margin), max_rows)
@@ -116,13 +162,14 @@ def heatmap_figure(frame: pd.DataFrame, snapshot: LiqMapSnapshot, profile_at: pd
     zmin, zmax = _colour_limits(total)
     z = np.where(total > 0, np.log10(np.clip(total, zmin, None)), np.nan).T.astype(np.float32)
     times = _naive(snapshot.times)
-    ticks = np.arange(np.floor(np.log10(zmin)), np.ceil(np.log10(zmax)) + 1)
+    ticks = _log_ticks(zmin, zmax)
 
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.82, 0.18], horizontal_spacing=0.01)
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.8, 0.2], horizontal_spacing=0.012)
     fig.add_trace(go.Heatmap(
         x=times, y=prices.astype(np.float32), z=z, zmin=np.log10(zmin), zmax=np.log10(zmax), colorscale=PLOTLY_SCALE,
-        colorbar=dict(title="USD", tickvals=ticks, ticktext=[_usd(10 ** t) for t in ticks], x=-0.08,
-                      len=0.9),
+        colorbar=dict(title=dict(text="est. liquidations<br>per bin (USD, log)", side="top", font=dict(size=12)),
+                      tickvals=np.log10(ticks), ticktext=[_usd(t) for t in ticks], x=1.02, xanchor="left",
+                      len=0.85, y=0.45, thickness=16, tickfont=dict(size=12), outlinewidth=0),
         customdata=total.T.astype(np.float32), hovertemplate="%{x}<br>price %{y:,.0f}<br>est. liquidations $%{customdata:,.0f}"
                                           "<extra></extra>",
         name="liquidation map"), row=1, col=1)
@@ -143,16 +190,32 @@ def heatmap_figure(frame: pd.DataFrame, snapshot: LiqMapSnapshot, profile_at: pd
                              marker_color=SHORT_COLOUR, name="short liquidations (above)",
                              hovertemplate="%{y:,.0f}: $%{x:,.0f}<extra>shorts</extra>"), row=1, col=2)
         fig.add_hline(y=price, line=dict(color=PRICE_COLOUR, width=1, dash="dash"), row=1, col=2)
-        fig.update_xaxes(title_text=f"map at {snapshot.times[row]:%Y-%m-%d %H:%M}", row=1, col=2)
+        fig.update_xaxes(title_text=f"map at {snapshot.times[row]:%Y-%m-%d %H:%M} UTC (USD per bin)",
+                         tickformat="~s", row=1, col=2)
+    buttons = [dict(count=c, label=label, step=step, stepmode="backward") for label, c, step in PRESETS]
     fig.update_layout(
         title=title or "Estimated liquidation heatmap", template="plotly_dark", paper_bgcolor=BACKGROUND,
-        plot_bgcolor=BACKGROUND, bargap=0.0, barmode="overlay", height=720, hovermode="closest",
+        plot_bgcolor=BACKGROUND, bargap=0.0, barmode="overlay", hovermode="closest",
         legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="right", x=1.0),
-        margin=dict(l=110, r=20, t=70, b=40))
+        margin=dict(l=80, r=130, t=90, b=50))
+    fig.update_xaxes(title_text="time (UTC)", row=1, col=1,
+                     rangeselector=dict(buttons=[*buttons, dict(step="all", label="all")], x=0, y=1.02,
+                                        xanchor="left", yanchor="bottom", bgcolor="#2a2c44",
+                                        activecolor="#4a4e80", font=dict(color="#e0e0e0")))
     fig.update_yaxes(title_text="price", tickformat=",.0f", row=1, col=1)
-    if prices.size:
-        fig.update_yaxes(range=[float(prices[0]), float(prices[-1])])
+    fig.update_yaxes(range=list(price_view(frame, view_margin)))
     return fig
+
+
+def write_heatmap_html(fig: go.Figure, path: str | Path, view_margin: float = 0.25) -> Path:
+    """Write ``fig`` as a standalone HTML page (plotly.js inlined: opens offline) that fills the
+    window and re-fits the price axis to the visible price path after each zoom or preset."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(path, include_plotlyjs=True, full_html=True, default_height="94vh", default_width="100%",
+                   config={"scrollZoom": True, "displaylogo": False},
+                   post_script=FIT_Y_SCRIPT.replace("MARGIN", repr(view_margin)))
+    return path
 
 
 def _close_at(frame: pd.DataFrame, t: pd.Timestamp) -> float:
@@ -213,7 +276,7 @@ def heatmap_png(frame: pd.DataFrame, snapshot: LiqMapSnapshot, path: str | Path,
     ax.plot(lt.to_pydatetime(), lp, color=PRICE_COLOUR, linewidth=0.8, label="close")
     if len(times):
         ax.axvline(times[row].to_pydatetime(), color="#bbbbbb", linewidth=0.8, linestyle=":")
-    ax.set_ylim(edges[0], edges[-1])
+    ax.set_ylim(*price_view(frame))
     ax.set_xlim(lt[0].to_pydatetime(), lt[-1].to_pydatetime())
     ax.xaxis.set_major_locator(mdates.AutoDateLocator())
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))

@@ -24,6 +24,7 @@ from rich.table import Table
 from bot.config import load_config
 from bot.data import load_frame
 from bot.errors import UserError
+from bot.progress import compile_notice, progress
 from bot.timeframes import parse_utc
 from strategies.features.liquidation_map import (
     LiqMapParams,
@@ -126,7 +127,8 @@ def liqmap(
                       "(relative magnitudes only)")
 
     positions = np.unique(np.concatenate([first_shown + heatmap_positions(len(shown), 400), [at_pos]]))
-    with console.status(f"estimating the liquidation map over {len(frame):,} bars …"):
+    with console.status(f"estimating the liquidation map over {len(frame):,} bars …"), \
+            compile_notice("the liquidation-map estimator"):
         features, snapshot = compute_liquidation_map(frame, params, positions)
     at_time = frame.index[at_pos]
     row = features.iloc[at_pos]
@@ -134,15 +136,16 @@ def liqmap(
 
     html_path, png_path = _outputs(output, symbol, timeframe, at_time)
     title = f"{symbol} {timeframe} estimated liquidation heatmap ({exchange})"
-    from backtests.report.liqmap_plot import heatmap_figure, heatmap_png
+    from backtests.report.liqmap_plot import heatmap_figure, heatmap_png, write_heatmap_html
 
-    with console.status("drawing …"):
+    drawings = [p for p in (html_path, png_path) if p is not None]
+    with progress("drawing the heatmap", len(drawings)) as bar:
         if html_path is not None:
-            html_path.parent.mkdir(parents=True, exist_ok=True)
-            heatmap_figure(shown, snapshot, at_time, title=title).write_html(
-                html_path, include_plotlyjs=True, full_html=True)
+            write_heatmap_html(heatmap_figure(shown, snapshot, at_time, title=title), html_path)
+            bar.advance()
         if png_path is not None:
             heatmap_png(shown, snapshot, png_path, at_time, title=title)
+            bar.advance()
 
     table = Table(title=f"{symbol} {timeframe} at {at_time:%Y-%m-%d %H:%M} UTC (bar open), close {close:,.2f}")
     for col in ("band", "shorts above S_up", "longs below L_dn", "A = ln(S/L)", "I"):

@@ -38,7 +38,8 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def entries(path: Path) -> list[Path]:
-    return sorted(path.iterdir()) if path.exists() else []
+    # the results folder's shared chart library (`_assets/`) is not a run
+    return sorted(p for p in path.iterdir() if p.name != "_assets") if path.exists() else []
 
 
 # -- End to end ----------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ def test_fast_run_writes_a_complete_run_folder(config: Path, tmp_path: Path,
     assert params["engine"] == "fast" and params["data"]["timeframe"] == "1h"
     assert params["config"]["backtest"]["from"] == "2025-06-01"
     html = (run_dir / "report.html").read_text()
-    assert "plotly" in html.lower() and "Statistics" in html and "<script" in html
+    assert "../_assets/lightweight-charts" in html and "Statistics" in html and "<script" in html
 
 
 def test_param_override_lands_in_params_json_and_run_id(config: Path, tmp_path: Path,
