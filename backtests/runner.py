@@ -38,10 +38,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import os
-import shutil
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,8 +49,11 @@ import numpy as np
 import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
+from backtests.report.trades import enrich_trades
+from bot.atomic import atomic_dir, user_errors
 from bot.config import Config, strategy_registry
 from bot.errors import UserError
+from bot.interrupts import deferred
 from bot.timeframes import parse_utc, timeframe_to_timedelta
 
 __all__ = ["History", "Run", "atomic_dir", "backtest_range", "load_history", "params_dict", "report_layers",
@@ -222,6 +223,16 @@ def data_warnings(frame: pd.DataFrame, what: str = "the traded range") -> list[s
     return out
 
 
+def coverage_warnings(frame: pd.DataFrame, timeframe: str, already: list[str]) -> list[str]:
+    """Partial coverage the loader's validation sees in ``frame`` (funding spans not charged, missing
+    mark prices, open interest with holes), minus what ``already`` says about wholly missing series."""
+    from bot.validation import frame_problems
+
+    no_funding = any(w.startswith("no funding rates") for w in already)
+    return [p for p in frame_problems(frame, timeframe)
+            if not p.startswith("no open interest") and not (no_funding and p.startswith("no funding data"))]
+
+
 # -- Running ---------------------------------------------------------------------------------
 
 
@@ -248,8 +259,9 @@ def backtest_range(cfg: Config, frame: pd.DataFrame, signals: pd.DataFrame, star
     if not keep.any():
         raise UserError(f"no bars between {_when(start)} and {_when(end)}")
     kwargs = {"costs": cfg.costs} if hasattr(cfg, "costs") else {}  # the core's [costs] section, once merged
-    return run_backtest(frame[keep], signals[keep], cfg.backtest, cfg.risk, engine=engine or cfg.backtest.engine,
-                        symbol=cfg.data.symbol, **kwargs)
+    with deferred():  # a Ctrl-C inside the numba kernel is raised when it returns (bot.interrupts)
+        return run_backtest(frame[keep], signals[keep], cfg.backtest, cfg.risk,
+                            engine=engine or cfg.backtest.engine, symbol=cfg.data.symbol, **kwargs)
 
 
 def brackets_used(symbol: str) -> tuple[dict[str, Any], str | None]:
@@ -331,7 +343,8 @@ def run(cfg: Config, overrides: dict[str, Any] | None = None, status: Status = _
         history = load_history(cfg, warmup, start, end)
     full = history.frame
     with status(f"computing {spec.name} features and signals on {len(full):,} bars …"):
-        features = spec.compute_features(full, params)
+        with deferred():
+            features = spec.compute_features(full, params)
         try:
             signals = spec.run(full, params, features)
         except ValueError as err:
@@ -343,6 +356,7 @@ def run(cfg: Config, overrides: dict[str, Any] | None = None, status: Status = _
     stats = compute_stats(result, data.timeframe)
     brackets, bracket_warning = brackets_used(data.symbol)
     warnings = [*history.warnings, *data_warnings(history.traded)]
+    warnings += coverage_warnings(history.traded, data.timeframe, warnings)
     if timeframe_to_timedelta(data.timeframe) > SLOWEST_TIMEFRAME:
         warnings.append(f"{data.timeframe} bars: declared warm-ups cover bar-counted lookbacks up to "
                         f"{SLOWEST_TIMEFRAME.components.hours}h bars only; signals early in the range may differ "
@@ -367,25 +381,9 @@ def run_id(strategy: str, fingerprint: dict[str, Any], now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{strategy}-{digest}"
 
 
-@contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``final``; rename it to ``final`` only if the block succeeds."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".cascade-{final.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    os.rename(tmp, final)
-
-
 def _unique(path: Path) -> Path:
     candidate, n = path, 1
-    while candidate.exists() or (candidate.parent / f".cascade-{candidate.name}.tmp").exists():
+    while candidate.exists():
         n += 1
         candidate = path.with_name(f"{path.name}-{n}")
     return candidate
@@ -434,14 +432,14 @@ def write_run(cfg: Config, r: Run, overrides: dict[str, Any] | None = None, repo
     snapshot = {"run_id": final.name, "created": now.isoformat(timespec="seconds"), "strategy": r.name,
                 "strategy_ref": bt.strategy, "params": pdict, "overrides": overrides or {}, "engine": bt.engine,
                 "data": selection, "brackets": r.brackets, "config": cfg.model_dump(mode="json", by_alias=True)}
-    with atomic_dir(final) as tmp:
+    with user_errors(final.parent), atomic_dir(final) as tmp:
         (tmp / "stats.json").write_text(json.dumps(json_safe(r.stats), indent=2, allow_nan=False) + "\n")
         (tmp / "params.json").write_text(json.dumps(json_safe(snapshot), indent=2, allow_nan=False, default=str)
                                          + "\n")
-        r.result.trades.to_csv(tmp / "trades.csv", index=False)
+        enrich_trades(r.result.trades, r.frame).to_csv(tmp / "trades.csv", index=False)
         write_equity(r.result.equity, tmp)
         if report:
-            from backtests.report.html import render_report
+            from backtests.report.html import render_report  # plotting only when a report is written
 
             with status("preparing the report's levels and liquidation map …"):
                 layers = report_layers(r, cfg)

@@ -11,10 +11,7 @@ statistics and output files all included — what a user waits for):
 * ``help``: ``cascade --help``.
 
 The EMA strategy is the project's user-strategy example ``examples/ema_cross.py`` run as
-``cascade backtest --strategy examples/ema_cross.py``. Where that file does not exist yet, the
-bench's own copy ``bench/ema_cross.py`` is registered by ``bench/_cascade_with_ema.py`` and the
-real ``bot.cli.main`` runs ``backtest --strategy ema_cross`` (``strategy_source`` in the JSON says
-which). Every command runs once untimed first (numba compiles into its on-disk cache, the OS
+``cascade backtest --strategy examples/ema_cross.py``. Every command runs once untimed first (numba compiles into its on-disk cache, the OS
 caches files), then ``--repeat`` times interleaved; the median wall time and the largest peak
 resident memory (``ru_maxrss`` of the child, from ``wait4``) are reported.
 
@@ -63,12 +60,8 @@ def year_window() -> tuple[str, str]:
 def commands(start: str, end: str, out_dir: Path) -> tuple[dict[str, list[str]], str]:
     """The command lines to time, and where the EMA strategy comes from."""
     py = sys.executable
-    if EXAMPLE.exists():
-        cascade = [py, "-m", "bot", "backtest", "--strategy", str(EXAMPLE.relative_to(ROOT))]
-        source = "examples/ema_cross.py"
-    else:
-        cascade = [py, str(ROOT / "bench" / "_cascade_with_ema.py"), "backtest", "--strategy", "ema_cross"]
-        source = "bench/ema_cross.py (fallback: examples/ema_cross.py not present)"
+    cascade = [py, "-m", "bot", "backtest", "--strategy", str(EXAMPLE.relative_to(ROOT))]
+    source = "examples/ema_cross.py"
     common = ["--engine", "fast", "--symbol", "BTC/USDT:USDT", "--timeframe", "5m", "--from", start, "--to", end,
               "--output-dir", str(out_dir), "--json"]
     return {

@@ -123,6 +123,10 @@ def backtest(
     from backtests.metrics import json_safe
 
     cfg = load_config(config)
+    if data_dir is not None:
+        from bot.data import check_data_dir
+
+        check_data_dir(data_dir, explicit=True)
     cfg = with_overrides(cfg, "backtest", strategy=strategy, engine=engine, start=from_, end=to,
                          results_dir=output_dir)
     cfg = with_overrides(cfg, "data", dir=data_dir, exchange=exchange, symbol=symbol, timeframe=timeframe)
