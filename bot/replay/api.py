@@ -441,10 +441,10 @@ class BinanceUsdmApi:
         assert found is not None
         s, sl = found
         last = float(s.columns["close"][sl.stop - 1])
-        tick = float(Decimal((_KNOWN_FILTERS.get(m.id) or self._inferred_filters(m))["tick"]))
+        tick = Decimal((_KNOWN_FILTERS.get(m.id) or self._inferred_filters(m))["tick"])
         size = float(s.columns["volume"][sl.stop - 1]) if "volume" in s.columns else 0.0
-        bid = math.floor(last / tick + 1e-9) * tick
-        return bid, bid + tick, size
+        bid = (Decimal(repr(last)) / tick).to_integral_value(rounding="ROUND_FLOOR") * tick
+        return float(bid), float(bid + tick), size
 
     def book_ticker(self, req: Request) -> Any:
         markets = ([self._market(req.params)] if req.params.get("symbol")
