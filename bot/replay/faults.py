@@ -61,9 +61,20 @@ class FaultPicker:
         self.config = config
         self._rng = random.Random(config.seed)
         self._lock = threading.Lock()
+        self._armed: list[str] = []
+
+    def arm(self, kind: str, count: int = 1) -> None:
+        """Make the next ``count`` requests fail with ``kind`` (a burst), whatever the rate."""
+        if kind not in FAULT_KINDS:
+            raise UserError(f"unknown fault kind '{kind}'; use one of {', '.join(FAULT_KINDS)}")
+        with self._lock:
+            self._armed.extend([kind] * int(count))
 
     def pick(self) -> tuple[str | None, int]:
         """(fault kind or None, gateway status for 5xx)."""
+        with self._lock:
+            if self._armed:
+                return self._armed.pop(0), self._rng.choice((502, 503, 504))
         if self.config.rate <= 0:
             return None, 0
         with self._lock:
