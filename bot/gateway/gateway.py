@@ -250,6 +250,8 @@ class Gateway:
 
     def find_order(self, symbol: str, cid: str, trigger: bool = False) -> dict | None:
         """The order with client id ``cid``, or None when the exchange says it does not exist."""
+        if self.venue.lookup == "scan":
+            return self._scan(symbol, cid, trigger)
         params: dict[str, Any] = {"clientOrderId": cid}
         if trigger:
             params["trigger"] = True
@@ -261,11 +263,19 @@ class Gateway:
                 return None
             raise
 
+    def _scan(self, symbol: str, cid: str, trigger: bool) -> dict | None:
+        params: dict[str, Any] = {self.venue.lookup_param: cid, **({"trigger": True} if trigger else {})}
+        for fn in (self.exchange.fetch_open_orders, self.exchange.fetch_closed_orders):
+            for order in self.call(f"look up {cid}", fn, symbol, None, None, dict(params)):
+                if order.get("clientOrderId") == cid:
+                    return order
+        return None
+
     def place(self, symbol: str, kind: str, side: str, amount: float, *, bar: int | str, intent: str,
               price: float | None = None, params: dict[str, Any] | None = None, trigger: bool = False) -> dict:
         """Create one order for ``intent`` at ``bar``, idempotently (module docstring)."""
         cid = self.client_id(bar, intent)
-        params = dict(params or {})
+        params = {**self.venue.order_params, **(params or {})}
         params[self.venue.trigger_id if trigger else self.venue.regular_id] = cid
         what = f"{intent} {side} {amount} {symbol}"
         for attempt in range(self.retries + 1):
@@ -337,7 +347,7 @@ class Gateway:
     def open_conditional_orders(self, symbol: str) -> list[dict]:
         """Resting stop / take-profit orders (``params={'trigger': True}``)."""
         return self.call("fetch trigger orders", self.exchange.fetch_open_orders, symbol, None, None,
-                         {"trigger": True})
+                         {"trigger": True, **self.venue.trigger_list})
 
     def open_orders(self, symbol: str) -> list[dict]:
         return self.call("fetch open orders", self.exchange.fetch_open_orders, symbol)
