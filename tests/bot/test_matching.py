@@ -12,10 +12,13 @@ import math
 from pathlib import Path
 
 import ccxt
+import numpy as np
 import pandas as pd
 import pytest
 
-from bot.data import SAMPLE_DIR
+from backtests.engines import run_backtest
+from bot.config import BacktestConfig, RiskConfig
+from bot.data import SAMPLE_DIR, load_frame
 from bot.errors import UserError
 from bot.exchange import make_exchange
 from bot.replay import ReplayServer
@@ -329,3 +332,37 @@ def test_no_credentials_means_no_trading(source):
     with ReplayServer(source.root, start=T_ENTRY, speed=0) as srv:
         with pytest.raises(ccxt.AuthenticationError, match="-2015"):
             client(srv).fetch_balance()
+
+
+def test_replay_account_agrees_with_the_backtest(source):
+    """Same entry, same stop: the replay account books what the backtest engine books (per unit,
+    since the backtest's size is not a multiple of the exchange's step)."""
+    frame = load_frame(source.root, EX, BTC, "1h", start=pd.Timestamp("2025-03-05", tz="UTC"),
+                       end=pd.Timestamp("2025-03-20", tz="UTC"), use_sample=False)
+    stop = 78_277.8
+    signals = pd.DataFrame({"target": 0.0, "stop": np.nan, "take_profit": np.nan}, index=frame.index)
+    signals.loc["2025-03-09T23:00":, ["target", "stop"]] = [1.0, stop]  # decided at that close
+    result = run_backtest(frame, signals, BacktestConfig(taker_fee=FEE, slippage_bps=1.0),
+                          RiskConfig(max_leverage=5), engine="backtrader")
+    trade = result.trades.iloc[0]
+    assert trade["exit_reason"] == "stop" and trade["entry_time"] == pd.Timestamp(T_ENTRY, tz="UTC")
+
+    qty = 0.05
+    with server(source) as srv:
+        ex = client(srv)
+        isolated(ex, 5)
+        entry = ex.create_order(BTC, "market", "buy", qty)
+        ex.create_order(BTC, "market", "sell", qty, params={"stopLossPrice": stop, "reduceOnly": True,
+                                                            "workingType": "CONTRACT_PRICE"})
+        srv.clock.set(ms(trade["exit_time"]) + 3_600_000)
+        trades = ex.fetch_my_trades(BTC, since=ms(T_ENTRY))
+        total = ex.fetch_balance()["USDT"]["total"]
+        assert ex.fetch_positions([BTC]) == []
+    exit_price = trades[1]["price"]
+    assert entry["average"] == trade["entry_price"] and exit_price == trade["exit_price"]
+    assert trades[1]["timestamp"] == ms(trade["exit_time"]) + 3_600_000
+    fees = sum(t["fee"]["cost"] for t in trades)
+    funding_paid = total - 10_000 + fees - qty * (exit_price - entry["average"])
+    assert fees / qty == pytest.approx(trade["fees"] / trade["qty"], rel=1e-12)
+    assert funding_paid / qty == pytest.approx(trade["funding"] / trade["qty"], rel=1e-9)
+    assert trade["funding"] != 0
