@@ -4,6 +4,7 @@ Served (all signed, docs/binance-usdm.md §6–7)::
 
     GET  /fapi/v3/account, /fapi/v2/account          balance (ccxt fetch_balance)
     GET  /fapi/v3/positionRisk, /fapi/v2/positionRisk positions
+    GET  /fapi/v1/income                              funding, commissions, realized PnL
     GET  /fapi/v1/leverageBracket                     brackets (bot/risk/brackets_binance.json)
     POST /fapi/v1/leverage, /fapi/v1/marginType
     GET/POST /fapi/v1/positionSide/dual, /fapi/v1/multiAssetsMargin
@@ -138,9 +139,12 @@ class Account:
         self.orders: dict[int, dict] = {int(k): v for k, v in docs.get("order", {}).items()}
         self.algos: dict[int, dict] = {int(k): v for k, v in docs.get("algo", {}).items()}
         self.trades: dict[int, dict] = {int(k): v for k, v in docs.get("trade", {}).items()}
+        self.incomes: dict[int, dict] = {int(k): v for k, v in docs.get("income", {}).items()}
+        self._cids = {o["clientOrderId"] for o in self.orders.values()} | {a["clientAlgoId"] for a in self.algos.values()}
         if "cash" not in self.kv:
             self._set("cash", float(initial_balance))
             for key, value in (("next_order", 4_000_000_001), ("next_algo", 1_000_001), ("next_trade", 5_000_001),
+                               ("next_income", 9_000_001),
                                ("dual", False), ("multi_assets", False), ("processed", {}), ("clock_ms", 0)):
                 self._set(key, value)
             self.flush()
@@ -243,8 +247,7 @@ class Account:
         return f"{qty:.{decimals}f}"
 
     def _client_id_used(self, cid: str) -> bool:
-        return any(o.get("clientOrderId") == cid for o in self.orders.values()) or \
-            any(a.get("clientAlgoId") == cid for a in self.algos.values())
+        return cid in self._cids
 
     def _check_mode(self, m: MarketSpec, params: dict[str, str]) -> None:
         side = params.get("positionSide", "BOTH")
@@ -268,6 +271,10 @@ class Account:
                  "positionSide": "BOTH", "symbol": m.id, "time": when}
         self.trades[tid] = trade
         self._save("trade", tid, trade)
+        if pnl != 0.0:
+            self._income(m, "REALIZED_PNL", pnl, when, str(tid))
+        if fee != 0.0:
+            self._income(m, "COMMISSION", -fee, when, str(tid))
 
     def _fill(self, m: MarketSpec, order: dict, side: int, qty: float, price: float, when: int,
               fee: float | None = None) -> None:
@@ -311,7 +318,12 @@ class Account:
         order.update(status="FILLED", executedQty=self._qty_str(m, qty), cumQty=self._qty_str(m, qty),
                      cumQuote=_num(qty * price), avgPrice=_num(price), updateTime=when)
         self._save("order", order["orderId"], order)
-        self._new_trade(m, order, side, qty, price, fee, pnl_total - fee, when)
+        self._new_trade(m, order, side, qty, price, fee, pnl_total, when)  # realizedPnl: before fees, as Binance
+
+    def _add_order(self, order: dict) -> None:
+        self.orders[order["orderId"]] = order
+        self._cids.add(order["clientOrderId"])
+        self._save("order", order["orderId"], order)
 
     def _close_position(self, m: MarketSpec, when: int) -> None:
         self.positions.pop(m.id, None)
@@ -351,7 +363,7 @@ class Account:
     def _liquidate(self, m: MarketSpec, pos: dict, when: int) -> None:
         price = accounting.bankruptcy(pos["side"], pos["qty"], pos["entry"], pos["wallet"])
         order = self._order_doc(m, -pos["side"], pos["qty"], f"autoclose-{when}", True, when, "LIQUIDATION")
-        self.orders[order["orderId"]] = order
+        self._add_order(order)
         self._fill(m, order, -pos["side"], pos["qty"], price, when, fee=0.0)
 
     def vanish_stops(self, symbol_id: str, when: int | None = None) -> int:
@@ -375,6 +387,9 @@ class Account:
     def advance(self, now: int) -> None:
         """Book every bar closed up to ``now`` (conditional orders, liquidation, funding), then due fills."""
         processed: dict[str, int] = dict(self.kv["processed"])
+        # the open books, scanned once per request (all orders ever placed stay in self.orders)
+        waiting = sorted((o for o in self.orders.values() if o["status"] == "NEW"), key=lambda o: o["orderId"])
+        resting = sorted((a for a in self.algos.values() if a["algoStatus"] == "NEW"), key=lambda a: a["algoId"])
         for m in self.data.markets.values():
             bars, marks = self._series(m)
             if bars is None or not len(bars):
@@ -382,32 +397,26 @@ class Account:
             done = processed.get(m.id, 0)
             hi = int(np.searchsorted(bars.available, now, side="right"))
             lo = int(np.searchsorted(bars.available, done, side="right"))
-            active = m.id in self.positions or any(
-                a["symbol"] == m.id and a["algoStatus"] == "NEW" for a in self.algos.values()) or any(
-                o["symbol"] == m.id and o["status"] == "NEW" for o in self.orders.values())
-            if active:
+            orders = [o for o in waiting if o["symbol"] == m.id]
+            algos = [a for a in resting if a["symbol"] == m.id]
+            if m.id in self.positions or orders or algos:
                 funding = self.data.series(m.symbol, "funding_rate")
                 for i in range(lo, hi):
-                    self._book_bar(m, self._bar(m, i, bars, marks), funding)
+                    self._book_bar(m, self._bar(m, i, bars, marks), funding, orders, algos)
             if hi > 0 and bars.available[hi - 1] > done:
                 processed[m.id] = int(bars.available[hi - 1])
-            self._due_fills(m, now)
+            for order in orders:  # delayed fills due inside the bar still open now: at its open
+                if order["status"] == "NEW" and order.get("fill_at", math.inf) <= now:
+                    try:
+                        bar = self._current_bar(m, int(order["fill_at"]))
+                    except ApiError:
+                        order.update(status="EXPIRED", updateTime=now)
+                        self._save("order", order["orderId"], order)
+                        continue
+                    self._execute_market(m, order, bar, int(order["fill_at"]))
         self._set("processed", processed)
         if now > self.clock_ms:
             self._set("clock_ms", int(now))
-
-    def _due_fills(self, m: MarketSpec, now: int, until: int | None = None) -> None:
-        """Fill delayed market orders whose time has come (``fill_at <= until``, default now)."""
-        limit = now if until is None else until
-        for order in sorted(self.orders.values(), key=lambda o: o["orderId"]):
-            if order["symbol"] == m.id and order["status"] == "NEW" and order.get("fill_at", math.inf) <= limit:
-                try:
-                    bar = self._current_bar(m, int(order["fill_at"]))
-                except ApiError:
-                    order.update(status="EXPIRED", updateTime=now)
-                    self._save("order", order["orderId"], order)
-                    continue
-                self._execute_market(m, order, bar, int(order["fill_at"]))
 
     def _execute_market(self, m: MarketSpec, order: dict, bar: _Bar, when: int) -> None:
         side = _side(order["side"])
@@ -422,48 +431,47 @@ class Account:
         price = accounting.market_price(side, bar.bar[0], bar.bar[1], bar.bar[2], self.costs)
         self._fill(m, order, side, qty, price, when)
 
-    def _book_bar(self, m: MarketSpec, bar: _Bar, funding: _Series | None) -> None:
+    def _book_bar(self, m: MarketSpec, bar: _Bar, funding: _Series | None, orders: list[dict],
+                  algos: list[dict]) -> None:
         # delayed fills due inside this bar happen at its open, before the bar's exits
-        for order in sorted(self.orders.values(), key=lambda o: o["orderId"]):
-            if order["symbol"] == m.id and order["status"] == "NEW" and \
-                    order.get("fill_at", math.inf) < bar.close_ms:
+        for order in orders:
+            if order["status"] == "NEW" and order.get("fill_at", math.inf) < bar.close_ms:
                 self._execute_market(m, order, bar, max(int(order["fill_at"]), bar.open_ms))
-        resting = any(a["symbol"] == m.id and a["algoStatus"] == "NEW" for a in self.algos.values())
-        if resting and self.faults.take("vanish_stop"):
+        if any(a["algoStatus"] == "NEW" for a in algos) and self.faults.take("vanish_stop"):
             self._vanish(m.id, bar.close_ms)
         pos = self.positions.get(m.id)
         if pos is not None and self.faults.take("liquidate"):
             self._liquidate(m, pos, bar.close_ms)
             pos = None
+        resting = [a for a in algos if a["algoStatus"] == "NEW" and a["createTime"] < bar.close_ms]
         if pos is not None:
-            self._position_exits(m, pos, bar)
-        self._entry_triggers(m, bar)
+            self._position_exits(m, pos, bar, resting)
+        self._entry_triggers(m, bar, resting)
         pos = self.positions.get(m.id)
         if pos is not None and funding is not None and len(funding):
             tau = funding.times // 1000 * 1000  # Binance stamps settlements a few ms late (bot.data.join_funding)
             lo = int(np.searchsorted(tau, bar.open_ms, side="right"))
             hi = int(np.searchsorted(tau, bar.close_ms, side="right"))
             if hi > lo:
+                # several settlements inside one bar are summed, as the backtest's frame joins them
                 rate = float(np.sum(funding.columns["funding_rate"][lo:hi]))
                 flow = accounting.funding_payment(pos["side"], pos["qty"], bar.mark_close, rate)
                 pos["wallet"] += flow
                 pos["funding"] = pos.get("funding", 0.0) + flow
                 pos["update"] = bar.close_ms
                 self._save("position", m.id, pos)
-                incomes = list(self.kv.get("funding_log", []))[-999:]
-                incomes.append({"symbol": m.id, "time": bar.close_ms, "rate": rate, "mark": bar.mark_close,
-                                "income": flow})
-                self._set("funding_log", incomes)
-                if pos["wallet"] <= 0:  # funding ate the margin: the position is gone
-                    self._liquidate(m, pos, bar.close_ms)
+                self._income(m, "FUNDING_FEE", flow, bar.close_ms, "")
 
-    def _resting(self, m: MarketSpec, bar: _Bar) -> list[dict]:
-        return [a for a in sorted(self.algos.values(), key=lambda a: a["algoId"])
-                if a["symbol"] == m.id and a["algoStatus"] == "NEW" and a["createTime"] < bar.close_ms]
+    def _income(self, m: MarketSpec, kind: str, amount: float, when: int, trade_id: str) -> None:
+        iid = self._next("next_income")
+        doc = {"symbol": m.id, "incomeType": kind, "income": _num(amount), "asset": ASSET, "info": "",
+               "time": when, "tranId": iid, "tradeId": trade_id}
+        self.incomes[iid] = doc
+        self._save("income", iid, doc)
 
-    def _position_exits(self, m: MarketSpec, pos: dict, bar: _Bar) -> None:
+    def _position_exits(self, m: MarketSpec, pos: dict, bar: _Bar, resting: list[dict]) -> None:
         side = pos["side"]
-        closing = [a for a in self._resting(m, bar) if _side(a["side"]) == -side and
+        closing = [a for a in resting if _side(a["side"]) == -side and
                    (a["reduceOnly"] or a["closePosition"])]
         stops = [a for a in closing if a["orderType"] == "STOP_MARKET"]
         tps = [a for a in closing if a["orderType"] == "TAKE_PROFIT_MARKET"]
@@ -502,15 +510,15 @@ class Account:
         order = self._order_doc(m, side, qty, f"{algo['clientAlgoId'][:27]}-fired"[:36], reduce, bar.close_ms,
                                 algo["orderType"], float(algo["triggerPrice"]), algo["workingType"],
                                 algo["closePosition"])
-        self.orders[order["orderId"]] = order
+        self._add_order(order)
         algo.update(algoStatus="FINISHED", actualOrderId=str(order["orderId"]), triggerTime=bar.close_ms,
                     updateTime=bar.close_ms, actualPrice=_num(price))
         self._save("algo", algo["algoId"], algo)
         self._fill(m, order, side, qty, price, bar.close_ms)
 
-    def _entry_triggers(self, m: MarketSpec, bar: _Bar) -> None:
+    def _entry_triggers(self, m: MarketSpec, bar: _Bar, resting: list[dict]) -> None:
         """Conditional orders that open or add (not reduce-only): fire when the range crosses the trigger."""
-        for algo in self._resting(m, bar):
+        for algo in resting:
             if algo["reduceOnly"] or algo["closePosition"] or algo["algoStatus"] != "NEW":
                 continue
             side, trigger = _side(algo["side"]), float(algo["triggerPrice"])
@@ -542,6 +550,7 @@ class Account:
             ("DELETE", "/fapi/v1/order", self.cancel_order, 1, "TRADE"),
             ("GET", "/fapi/v1/openOrders", self.open_orders, 1, "USER_DATA"),
             ("GET", "/fapi/v1/userTrades", self.user_trades, 5, "USER_DATA"),
+            ("GET", "/fapi/v1/income", self.income, 30, "USER_DATA"),
             ("POST", "/fapi/v1/algoOrder", self.new_algo, 0, "TRADE"),
             ("GET", "/fapi/v1/algoOrder", self.query_algo, 1, "USER_DATA"),
             ("DELETE", "/fapi/v1/algoOrder", self.cancel_algo, 1, "TRADE"),
@@ -774,7 +783,7 @@ class Account:
             if need > float(self.kv["cash"]) + released + 1e-9:
                 raise ApiError(400, -2019, "Margin is insufficient.")
         order = self._order_doc(m, side, q, cid, reduce_only, req.now_ms)
-        self.orders[order["orderId"]] = order
+        self._add_order(order)
         if self.faults.take("delayed_fill"):
             order["fill_at"] = req.now_ms + self.faults.fill_delay_ms
             self._save("order", order["orderId"], order)
@@ -829,6 +838,20 @@ class Account:
             rows = rows[:limit] if start is not None else rows[-limit:]
         return rows
 
+    def income(self, req: Request) -> list:
+        """Income history (ccxt ``fetch_funding_history``): FUNDING_FEE, COMMISSION, REALIZED_PNL."""
+        p = req.params
+        sym = self._market(p).id if p.get("symbol") else None
+        kind = p.get("incomeType")
+        start, end = p.get("startTime"), p.get("endTime")
+        raw_limit = p.get("limit", "100")
+        limit = min(int(raw_limit), 1000) if raw_limit.isdigit() and int(raw_limit) > 0 else 100
+        rows = [r for _, r in sorted(self.incomes.items())
+                if (sym is None or r["symbol"] == sym) and (kind is None or r["incomeType"] == kind)
+                and (start is None or not start.isdigit() or r["time"] >= int(start))
+                and (end is None or not end.isdigit() or r["time"] <= int(end))]
+        return rows[:limit] if start is not None else rows[-limit:]
+
     # -- algo orders
 
     def new_algo(self, req: Request) -> Any:
@@ -879,6 +902,7 @@ class Account:
                 "closePosition": close_position, "priceProtect": _bool(p, "priceProtect"), "reduceOnly": reduce_only,
                 "createTime": req.now_ms, "updateTime": req.now_ms, "triggerTime": 0, "goodTillDate": 0}
         self.algos[aid] = algo
+        self._cids.add(cid)
         self._save("algo", aid, algo)
         return self._accepted(dict(algo))
 

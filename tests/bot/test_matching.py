@@ -156,6 +156,8 @@ def test_open_stop_take_profit_then_stop_fills_with_backtest_fees_and_funding(so
         assert trades[1]["timestamp"] == ms(hit) + 3_600_000
         actual = ex.fetch_order(fired["info"]["actualOrderId"], BTC)
         assert actual["info"]["origType"] == "STOP_MARKET" and actual["status"] == "closed"
+        history = ex.fetch_funding_history(BTC, since=ms(T_ENTRY))
+        assert len(history) >= 1 and sum(h["amount"] for h in history) == pytest.approx(flows, abs=1e-12)
 
 
 def test_position_is_liquidated_by_the_isolated_formula(source):
