@@ -56,7 +56,20 @@ def client_order_id(run: str, bar: int | str, intent: str) -> str:
 
 @dataclass(frozen=True)
 class Event:
-    """Something the gateway did or met: ``kind`` (see :data:`EVENT_KINDS`), a one-line message, data."""
+    """Something the gateway did or met: ``kind``, a one-line ``message`` and structured ``data``.
+
+    ``started``/``config``  account checked, margin mode and leverage set (or already so)
+    ``order``       an order was placed (``cid``, ``id``, ``status``)
+    ``retry``       a read failed with a ``NetworkError`` and is retried after a back-off
+    ``lost_reply``  a placement got no reply; the client id is looked up before anything else
+    ``recovered``   ... and the order was found on the exchange: not resubmitted
+    ``resubmit``    ... and the exchange has no such order: sent again with the same client id
+    ``duplicate``   the exchange answered "duplicate client id": the existing order is adopted
+    ``rejected``    the exchange (or a market limit) refused; ``data['error']`` is ccxt's class name
+    ``auth`` / ``clock``  bad credentials / request timestamp outside the exchange's window
+    ``gave_up``     network errors through every retry
+    ``protect`` / ``cancel``  a stop or take-profit placed / a stale or leftover one cancelled
+    """
 
     kind: str
     message: str
@@ -226,6 +239,12 @@ class Gateway:
 
     # ------------------------------------------------------------------ orders
 
+    def _require_started(self) -> None:
+        if not self.started:
+            raise GatewayRefusedStart(self._event("rejected", "call Gateway.start() before the first order: it "
+                                                              "checks the account mode and sets isolated margin "
+                                                              "and leverage"))
+
     def client_id(self, bar: int | str, intent: str) -> str:
         """:func:`client_order_id` for this run."""
         return client_order_id(self.run, bar, intent)
@@ -274,6 +293,7 @@ class Gateway:
     def place(self, symbol: str, kind: str, side: str, amount: float, *, bar: int | str, intent: str,
               price: float | None = None, params: dict[str, Any] | None = None, trigger: bool = False) -> dict:
         """Create one order for ``intent`` at ``bar``, idempotently (module docstring)."""
+        self._require_started()
         cid = self.client_id(bar, intent)
         params = {**self.venue.order_params, **(params or {})}
         params[self.venue.trigger_id if trigger else self.venue.regular_id] = cid
@@ -317,6 +337,7 @@ class Gateway:
     def market_order(self, symbol: str, side: str, amount: float, *, bar: int | str, intent: str,
                      reduce_only: bool = False, price_hint: float | None = None) -> dict:
         """A market order (``price_hint``: a recent price for the minimum-notional check)."""
+        self._require_started()
         qty = self._amount(symbol, amount, price_hint, reduce_only)
         params = {"reduceOnly": True} if reduce_only else {}
         return self.place(symbol, "market", side, qty, bar=bar, intent=intent, params=params)
@@ -326,6 +347,7 @@ class Gateway:
         """A reduce-only stop-loss (``role='stop'``) or take-profit resting on the exchange, on the mark price."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
+        self._require_started()
         qty = self._amount(symbol, amount, None, True)
         price = float(self.exchange.price_to_precision(symbol, trigger_price))
         key = "stopLossPrice" if role == "stop" else "takeProfitPrice"

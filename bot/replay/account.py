@@ -687,8 +687,10 @@ class Account:
         want = _bool(req.params, "dualSidePosition")
         if want == bool(self.kv["dual"]):
             raise ApiError(400, -4059, "No need to change position side.")
-        if self.positions or any(a["algoStatus"] == "NEW" for a in self.algos.values()):
+        if self.positions:
             raise ApiError(400, -4068, "Position side cannot be changed if there exists position.")
+        if any(a["algoStatus"] == "NEW" for a in self.algos.values()):
+            raise ApiError(400, -4067, "Position side cannot be changed if there exists open orders.")
         self._set("dual", want)
         return {"code": 200, "msg": "success"}
 

@@ -73,6 +73,9 @@ def test_client_ids_are_deterministic_and_fit_every_venue():
 
 def test_start_sets_isolated_margin_and_leverage_no_change_is_success(source):
     with replay(source) as srv:
+        early = gateway(srv, start=False)
+        with pytest.raises(GatewayRefusedStart, match="start"):
+            early.market_order(BTC, "buy", 0.05, bar=BAR, intent="entry")
         gw = gateway(srv)
         assert srv.account.settings("BTCUSDT") == {"leverage": 5, "margin": "ISOLATED"}
         gw.start([BTC], 3)  # margin already isolated: -4046 is a success
@@ -193,15 +196,15 @@ def test_insufficient_margin_is_an_event_never_a_retry(source, fault, amount):
 def test_auth_and_clock_failures_are_clear_events(source):
     with replay(source) as srv:
         bad = gateway(srv, start=False, secret="wrong")
-        bad.exchange.load_markets()
         with pytest.raises(GatewayAuthError, match="authentication failed"):
-            bad.balance()
-        assert bad.events[-1].kind == "auth"
-        skewed = gateway(srv, start=False, options={"timeDifference": 30_000})
-        skewed.exchange.load_markets()
+            bad.start([BTC], 5)
+        assert bad.events[-1].kind == "auth" and "-1022" in bad.events[-1].message
+        gw = gateway(srv)
+        gw.exchange.options["timeDifference"] = 30_000  # the machine clock runs 30 s ahead
         with pytest.raises(GatewayAuthError, match="clock"):
-            skewed.market_order(BTC, "buy", 0.05, bar=BAR, intent="entry")
-        assert skewed.events[-1].kind == "clock" and srv.account.orders == {}
+            gw.market_order(BTC, "buy", 0.05, bar=BAR, intent="entry")
+        assert gw.events[-1].kind == "clock" and srv.account.orders == {}
+        assert "retry" not in kinds(gw)
 
 
 def test_amounts_follow_market_precision_and_limits(source):

@@ -61,7 +61,9 @@ def venue(exchange_id: str, answers: dict[str, object]) -> tuple[Gateway, Record
     ex.set_markets([market(exchange_id)])
     rec = Recorder(answers)
     ex.fetch = rec
-    return Gateway(ex, "run-1", backoff=0.0, sleep=lambda s: None), rec
+    gw = Gateway(ex, "run-1", backoff=0.0, sleep=lambda s: None)
+    gw.started = True  # account set-up (mode checks, margin, leverage) is tested against the replay exchange
+    return gw, rec
 
 
 BYBIT_OK = {"retCode": 0, "retMsg": "OK", "retExtInfo": {}, "time": 1741568400000}
