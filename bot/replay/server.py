@@ -7,7 +7,8 @@ pointed its URLs here (docs/binance-usdm.md §1.2). The pieces, one module each:
 * :mod:`bot.replay.market` — stored series, availability (nothing from after now), aggregation.
 * :mod:`bot.replay.api` — routing, Binance errors, the public market-data endpoints.
 * :mod:`bot.replay.auth` — API key, HMAC signature and ``timestamp``/``recvWindow`` checks.
-* :mod:`bot.replay.account` — the signed endpoints and the matching engine on the replay clock,
+* :mod:`bot.replay.account` — the signed endpoints; :mod:`bot.replay.matching` — the account book
+  and the matching engine on the replay clock,
   every formula through :mod:`bot.replay.accounting` (the backtest's own functions).
 * :mod:`bot.replay.store` — the account state in SQLite (WAL), so a restart continues.
 * :mod:`bot.replay.faults` — transport faults (429, 5xx, drops, slow replies) and trading faults
