@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import math
 import re
+import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -202,6 +204,10 @@ class BinanceUsdmApi:
             body = route.handler(req)
         except ApiError as err:
             return Response(err.status, {"code": err.code, "msg": err.msg}, err.headers)
+        except Exception as err:  # a defect of the replay exchange: say so, as Binance's -1000 does
+            traceback.print_exc(file=sys.stderr)
+            return Response(500, {"code": -1000, "msg": f"An unknown error occurred while processing the request "
+                                                        f"(replay exchange: {type(err).__name__}: {err})."})
         if isinstance(body, Response):
             return body
         return Response(200, body)

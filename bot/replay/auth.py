@@ -31,7 +31,7 @@ class Authenticator:
 
     def __call__(self, req: Request) -> None:
         key = next((v for k, v in req.headers.items() if k.lower() == "x-mbx-apikey"), None)
-        if not key or not hmac.compare_digest(key, self.api_key):
+        if not key or not hmac.compare_digest(key.encode("utf-8", "replace"), self.api_key.encode()):
             raise ApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
         kept, signature = [], None
         for part in req.raw.split("&"):
@@ -40,7 +40,7 @@ class Authenticator:
             elif part:
                 kept.append(part)
         expected = hmac.new(self._secret, "&".join(kept).encode(), hashlib.sha256).hexdigest()
-        if signature is None or not hmac.compare_digest(expected, signature.lower()):
+        if signature is None or not hmac.compare_digest(expected.encode(), signature.lower().encode("utf-8", "replace")):
             raise ApiError(400, -1022, "Signature for this request is not valid.")
         ts, window = req.params.get("timestamp", ""), req.params.get("recvWindow", "5000")
         if not ts.isdigit():
