@@ -368,3 +368,11 @@ def test_replay_account_agrees_with_the_backtest(source):
     assert fees / qty == pytest.approx(trade["fees"] / trade["qty"], rel=1e-12)
     assert funding_paid / qty == pytest.approx(trade["funding"] / trade["qty"], rel=1e-9)
     assert trade["funding"] != 0
+
+
+def test_replay_timestamps_need_ccxt_to_learn_the_replay_clock(source):
+    with server(source, replay_timestamps=True) as srv:
+        with pytest.raises(ccxt.InvalidNonce):
+            client(srv).fetch_balance()  # ccxt signs with the wall clock, years after the replay time
+        synced = client(srv, options={"adjustForTimeDifference": True})
+        assert synced.fetch_balance()["USDT"]["total"] == 10_000
