@@ -342,6 +342,19 @@ class Gateway:
         params = {"reduceOnly": True} if reduce_only else {}
         return self.place(symbol, "market", side, qty, bar=bar, intent=intent, params=params)
 
+    def contracts(self, symbol: str, base_qty: float) -> float:
+        """The order amount for ``base_qty`` of the base currency (OKX counts contracts of ``contractSize``)."""
+        size = self.exchange.market(symbol).get("contractSize") or 1.0
+        return base_qty / float(size)
+
+    def close(self, symbol: str, *, bar: int | str, intent: str = "exit") -> dict | None:
+        """Close the whole open position with a reduce-only market order (None when already flat)."""
+        position = self.position(symbol)
+        if position is None:
+            return None
+        side = "sell" if position.get("side") == "long" else "buy"
+        return self.market_order(symbol, side, float(position["contracts"]), bar=bar, intent=intent, reduce_only=True)
+
     def conditional_order(self, symbol: str, role: str, side: str, amount: float, trigger_price: float, *,
                           bar: int | str, intent: str | None = None) -> dict:
         """A reduce-only stop-loss (``role='stop'``) or take-profit resting on the exchange, on the mark price."""

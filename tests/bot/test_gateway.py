@@ -229,3 +229,16 @@ def test_network_errors_are_retried_then_reported(source):
         srv.faults.arm("429", 1)
         assert gw.ticker(BTC)["last"] > 0  # one retry, then the answer
         assert isinstance(gw.exchange, ccxt.binanceusdm)
+
+
+def test_close_flattens_and_protect_clears_leftovers(source):
+    with replay(source) as srv:
+        gw = gateway(srv)
+        entry = gw.market_order(BTC, "sell", gw.contracts(BTC, 0.05), bar=BAR, intent="entry", price_hint=80_000)
+        gw.protect(BTC, bar=BAR, stop=entry["average"] * 1.03, take_profit=entry["average"] * 0.9)
+        assert gw.position(BTC)["side"] == "short"
+        srv.clock.set(BAR + 3_600_000)
+        closed = gw.close(BTC, bar=BAR + 3_600_000)
+        assert closed["side"] == "buy" and closed["reduceOnly"] and gw.position(BTC) is None
+        assert gw.open_conditional_orders(BTC) == []  # expired with the position
+        assert gw.close(BTC, bar=BAR + 7_200_000) is None
