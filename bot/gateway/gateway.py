@@ -41,6 +41,7 @@ from bot.errors import UserError
 from bot.gateway.venues import Venue, fill, venue_for
 
 ROLES = ("stop", "take_profit")
+EXPECTED = object()  # what Gateway._call returns for an error the caller expects (an answer, not a failure)
 
 
 def client_order_id(run: str, bar: int | str, intent: str) -> str:
@@ -173,9 +174,14 @@ class Gateway:
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` with retries on ``NetworkError`` (never for an order placement)."""
+        return self._call(what, fn, args, kwargs)
+
+    def _call(self, what: str, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
+              expected: Callable[[BaseException], bool] | None = None) -> Any:
+        """:meth:`call`; an error for which ``expected`` is true is an answer: returns :data:`EXPECTED`."""
         for attempt in range(self.retries + 1):
             try:
-                return fn(*args, **kwargs)
+                return fn(*args, **(kwargs or {}))
             except ccxt.InvalidNonce as err:
                 raise self._fail(what, err) from None
             except ccxt.NetworkError as err:
@@ -187,6 +193,8 @@ class Gateway:
                 self._event("retry", f"{what}: {type(err).__name__}, retry {attempt + 1} in {delay:g}s",
                             error=type(err).__name__, attempt=attempt + 1)
             except ccxt.BaseError as err:
+                if expected is not None and expected(err):
+                    return EXPECTED
                 raise self._fail(what, err) from None
         raise AssertionError("unreachable")
 
@@ -226,16 +234,14 @@ class Gateway:
         self._event("started", f"{ex.id} ready for {', '.join(symbols)}", symbols=list(symbols))
 
     def _set_margin(self, symbol: str, leverage: float) -> None:
-        try:
-            self.call("set_margin_mode", self.exchange.set_margin_mode, "isolated", symbol,
-                      fill(self.venue.margin_params, leverage))
-        except GatewayRejected as err:
-            # "No need to change margin type" (-4046, ccxt MarginModeAlreadySet) and -4067 are successes
-            if isinstance(err.cause, ccxt.MarginModeAlreadySet) or any(c in str(err) for c in ("-4046", "-4067")):
-                self.events.pop()  # not a rejection after all
-                self._event("config", f"{symbol}: margin already isolated", symbol=symbol)
-                return
-            raise
+        # "No need to change margin type" (-4046, ccxt MarginModeAlreadySet) and -4067 are successes
+        def unchanged(err: BaseException) -> bool:
+            return isinstance(err, ccxt.MarginModeAlreadySet) or any(c in str(err) for c in ("-4046", "-4067"))
+
+        answer = self._call("set_margin_mode", self.exchange.set_margin_mode,
+                            ("isolated", symbol, fill(self.venue.margin_params, leverage)), expected=unchanged)
+        if answer is EXPECTED:
+            self._event("config", f"{symbol}: margin already isolated", symbol=symbol)
 
     # ------------------------------------------------------------------ orders
 
@@ -274,13 +280,9 @@ class Gateway:
         params: dict[str, Any] = {"clientOrderId": cid}
         if trigger:
             params["trigger"] = True
-        try:
-            return self.call(f"look up {cid}", self.exchange.fetch_order, None, symbol, params)
-        except GatewayRejected as err:
-            if isinstance(err.cause, ccxt.OrderNotFound):
-                self.events.pop()  # "not found" is the answer, not a failure
-                return None
-            raise
+        found = self._call(f"look up {cid}", self.exchange.fetch_order, (None, symbol, params),
+                           expected=lambda err: isinstance(err, ccxt.OrderNotFound))
+        return None if found is EXPECTED else found
 
     def _scan(self, symbol: str, cid: str, trigger: bool) -> dict | None:
         params: dict[str, Any] = {self.venue.lookup_param: cid, **({"trigger": True} if trigger else {})}
@@ -369,13 +371,11 @@ class Gateway:
 
     def cancel_conditional(self, symbol: str, order: dict, why: str) -> None:
         """Cancel a resting conditional order (already gone counts as done)."""
-        try:
-            self.call(f"cancel {order.get('id')}", self.exchange.cancel_order, order["id"], symbol, {"trigger": True})
-        except GatewayRejected as err:
-            if not isinstance(err.cause, ccxt.OrderNotFound):
-                raise
-            self.events.pop()
-        self._event("cancel", f"{symbol}: cancelled {order.get('id')} ({why})", id=order.get("id"))
+        answer = self._call(f"cancel {order.get('id')}", self.exchange.cancel_order,
+                            (order["id"], symbol, {"trigger": True}),
+                            expected=lambda err: isinstance(err, ccxt.OrderNotFound))
+        gone = " (already gone)" if answer is EXPECTED else ""
+        self._event("cancel", f"{symbol}: cancelled {order.get('id')} ({why}){gone}", id=order.get("id"))
 
     # ------------------------------------------------------------------ reads
 
