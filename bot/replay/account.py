@@ -8,8 +8,8 @@ Served (all signed, docs/binance-usdm.md §6–7)::
     GET  /fapi/v1/leverageBracket                     brackets (bot/risk/brackets_binance.json)
     POST /fapi/v1/leverage, /fapi/v1/marginType
     GET/POST /fapi/v1/positionSide/dual, /fapi/v1/multiAssetsMargin
-    POST/GET/DELETE /fapi/v1/order, GET /fapi/v1/openOrders, GET /fapi/v1/userTrades
-    POST/GET/DELETE /fapi/v1/algoOrder, GET /fapi/v1/openAlgoOrders
+    POST/GET/DELETE /fapi/v1/order, GET /fapi/v1/openOrders, /fapi/v1/allOrders, /fapi/v1/userTrades
+    POST/GET/DELETE /fapi/v1/algoOrder, GET /fapi/v1/openAlgoOrders, /fapi/v1/allAlgoOrders
 
 Binance's validation and error codes are kept (docs/binance-usdm.md §3, §7); what the book does
 with an accepted order is described in :mod:`bot.replay.matching`.
@@ -92,6 +92,8 @@ class Account(Ledger):
             ("GET", "/fapi/v1/order", self.query_order, 1, "USER_DATA"),
             ("DELETE", "/fapi/v1/order", self.cancel_order, 1, "TRADE"),
             ("GET", "/fapi/v1/openOrders", self.open_orders, 1, "USER_DATA"),
+            ("GET", "/fapi/v1/allOrders", self.all_orders, 5, "USER_DATA"),
+            ("GET", "/fapi/v1/allAlgoOrders", self.all_algos, 5, "USER_DATA"),
             ("GET", "/fapi/v1/userTrades", self.user_trades, 5, "USER_DATA"),
             ("GET", "/fapi/v1/income", self.income, 30, "USER_DATA"),
             ("POST", "/fapi/v1/algoOrder", self.new_algo, 0, "TRADE"),
@@ -327,6 +329,28 @@ class Account(Ledger):
         sym = self._market(req.params).id if req.params.get("symbol") else None
         return [self._public_order(o) for o in sorted(self.orders.values(), key=lambda o: o["orderId"])
                 if o["status"] == "NEW" and (sym is None or o["symbol"] == sym)]
+
+    @staticmethod
+    def _history(rows: list[dict], p: dict[str, str], time_key: str) -> list[dict]:
+        """Binance's all-orders selection: ``startTime``/``endTime`` on creation, ``limit`` ≤ 1000 (500)."""
+        start, end = p.get("startTime"), p.get("endTime")
+        raw_limit = p.get("limit", "500")
+        limit = min(int(raw_limit), 1000) if raw_limit.isdigit() and int(raw_limit) > 0 else 500
+        rows = [r for r in rows if (start is None or not start.isdigit() or r[time_key] >= int(start))
+                and (end is None or not end.isdigit() or r[time_key] <= int(end))]
+        return rows[:limit] if start is not None else rows[-limit:]
+
+    def all_orders(self, req: Request) -> list:
+        """Every order of the symbol (ccxt ``fetch_orders`` / ``fetch_closed_orders``)."""
+        m = self._market(req.params)
+        rows = [self._public_order(o) for _, o in sorted(self.orders.items()) if o["symbol"] == m.id]
+        return self._history(rows, req.params, "time")
+
+    def all_algos(self, req: Request) -> list:
+        """Every conditional order of the symbol (``fetch_orders(params={'trigger': True})``)."""
+        m = self._market(req.params)
+        rows = [dict(a) for _, a in sorted(self.algos.items()) if a["symbol"] == m.id]
+        return self._history(rows, req.params, "createTime")
 
     def user_trades(self, req: Request) -> list:
         m = self._market(req.params)

@@ -156,6 +156,9 @@ def test_open_stop_take_profit_then_stop_fills_with_backtest_fees_and_funding(so
         assert trades[1]["timestamp"] == ms(hit) + 3_600_000
         actual = ex.fetch_order(fired["info"]["actualOrderId"], BTC)
         assert actual["info"]["origType"] == "STOP_MARKET" and actual["status"] == "closed"
+        assert [o["status"] for o in ex.fetch_orders(BTC, since=ms(T_ENTRY))] == ["closed", "closed"]
+        assert sorted(o["status"] for o in ex.fetch_orders(BTC, since=ms(T_ENTRY), params={"trigger": True})) == \
+            ["closed", "expired"]
         history = ex.fetch_funding_history(BTC, since=ms(T_ENTRY))
         assert len(history) >= 1 and sum(h["amount"] for h in history) == pytest.approx(flows, abs=1e-12)
 
