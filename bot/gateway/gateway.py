@@ -146,9 +146,11 @@ class Gateway:
             self.on_event(event)
         return event
 
-    def _wait(self, attempt: int) -> float:
+    def _wait(self, attempt: int, err: BaseException) -> float:
         delay = min(self.max_backoff, self.backoff * 2 ** attempt)
-        headers = getattr(self.exchange, "last_response_headers", None) or {}
+        # Retry-After belongs to the 429/418 just received; other failures leave stale headers behind
+        limited = isinstance(err, ccxt.DDoSProtection | ccxt.RateLimitExceeded)
+        headers = (getattr(self.exchange, "last_response_headers", None) or {}) if limited else {}
         retry_after = headers.get("Retry-After") or headers.get("retry-after")
         if retry_after is not None:
             try:
@@ -189,7 +191,7 @@ class Gateway:
                     event = self._event("gave_up", f"{what}: {type(err).__name__} after {attempt + 1} attempts: {err}",
                                         error=type(err).__name__)
                     raise GatewayUnavailable(event, err) from None
-                delay = self._wait(attempt)
+                delay = self._wait(attempt, err)
                 self._event("retry", f"{what}: {type(err).__name__}, retry {attempt + 1} in {delay:g}s",
                             error=type(err).__name__, attempt=attempt + 1)
             except ccxt.BaseError as err:
@@ -308,7 +310,7 @@ class Gateway:
             except ccxt.NetworkError as err:
                 self._event("lost_reply", f"{what}: {type(err).__name__} placing {cid}; looking it up before any "
                                           "resubmission", cid=cid, error=type(err).__name__)
-                delay = self._wait(attempt)
+                delay = self._wait(attempt, err)
                 found = self.find_order(symbol, cid, trigger)
                 if found is not None:
                     self._event("recovered", f"{what}: {cid} exists on the exchange ({found.get('status')}); "
