@@ -455,13 +455,13 @@ class Gateway:
             keep = next((o for o in mine if o.get("triggerPrice") is not None and
                          math.isclose(float(o["triggerPrice"]), want, rel_tol=1e-12) and
                          math.isclose(float(o.get("amount") or 0.0), contracts, rel_tol=1e-9)), None)
-            for order in mine:
-                if order is not keep:
-                    self.cancel_conditional(symbol, order, f"stale {role}")
-            if keep is None:
+            if keep is None:  # the new one first: the position is never without its stop in between
                 keep = self._place_protection(symbol, role, close_side, contracts, want, bar)
                 self._event("protect", f"{symbol}: {role} at {want} for {contracts} resting as {keep.get('id')}",
                             role=role, id=keep.get("id"), price=want)
+            for order in mine:
+                if order.get("id") != keep.get("id"):
+                    self.cancel_conditional(symbol, order, f"stale {role}")
             out[role] = keep
         return out
 
