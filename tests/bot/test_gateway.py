@@ -242,3 +242,16 @@ def test_close_flattens_and_protect_clears_leftovers(source):
         assert closed["side"] == "buy" and closed["reduceOnly"] and gw.position(BTC) is None
         assert gw.open_conditional_orders(BTC) == []  # expired with the position
         assert gw.close(BTC, bar=BAR + 7_200_000) is None
+
+
+def test_unanswerable_placement_is_never_resubmitted_blind(source):
+    with replay(source) as srv:
+        gw = gateway(srv, retries=2)
+        srv.faults.arm("5xx", 4)  # the placement and all three look-ups of its client id fail
+        with pytest.raises(GatewayUnavailable) as info:
+            gw.market_order(BTC, "buy", 0.05, bar=BAR, intent="entry", price_hint=80_000)
+        assert info.value.event.kind == "gave_up"
+        assert kinds(gw)[-4:] == ["lost_reply", "retry", "retry", "gave_up"] and "resubmit" not in kinds(gw)
+        assert srv.account.orders == {}
+        order = gw.market_order(BTC, "buy", 0.05, bar=BAR, intent="entry", price_hint=80_000)  # the runner retries
+        assert len(orders_with(srv, gw.client_id(BAR, "entry"))) == 1 and order["status"] == "closed"
