@@ -47,6 +47,7 @@ def replay_server(
     replay_timestamps: Annotated[bool, typer.Option("--replay-timestamps", help="Check signed timestamps against the replay clock (clients: adjustForTimeDifference).")] = False,
     log_requests: Annotated[bool, typer.Option("--log-requests", help="Print one line per request on stderr.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="Config file (default ./config.toml).")] = None,
+    stream_port: Annotated[int | None, typer.Option("--stream-port", help="Also serve Binance market websocket streams (forceOrder, kline) on this port (0 = any free port).")] = None,
 ) -> None:
     """Serve stored data over Binance USDⓈ-M's REST API with a replay clock (ccxt binanceusdm talks to it).
 
@@ -80,9 +81,18 @@ def replay_server(
         typer.echo(f"no trading: set {cfg.exchange.api_key_env} and {cfg.exchange.secret_env} to enable the "
                    "signed endpoints")
     typer.echo(f"url {server.url}   e.g. cascade download --exchange-url {server.url} --no-rate-limit")
+    stream = None
+    if stream_port is not None:  # liqdata: websocket streams on the same clock (bot/replay/stream.py)
+        from bot.replay.stream import stream_server_for
+
+        stream = stream_server_for([d if isinstance(d, Store) else Store(d) for d in roots], server.clock,
+                                   host=r.host, port=stream_port).start()
+        typer.echo(f"streams {stream.url}   e.g. cascade record --exchange-url {server.url} --ws-url {stream.url}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         typer.echo("stopped")
     finally:
+        if stream is not None:
+            stream.stop()
         server.close()
