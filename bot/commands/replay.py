@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
 import typer
 
-from bot.config import load_config, with_overrides
+from bot.config import Config, load_config, with_overrides
 from bot.data import stores_for
 from bot.errors import UserError
 from bot.replay import FAULT_KINDS, TRADE_FAULT_KINDS, FaultConfig, ReplayServer, TradeFaults
@@ -26,6 +27,19 @@ def _trade_fault_rates(specs: list[str]) -> dict[str, float]:
             raise UserError(f"--trade-fault '{spec}' must look like KIND=RATE, e.g. lost_reply=0.1; "
                             f"kinds: {', '.join(TRADE_FAULT_KINDS)}") from None
     return rates
+
+
+def _market_costs(cfg: Config) -> Callable[[str], tuple[float, float]]:
+    """Each market's (taker fee, slippage bps) as its backtest charges them: ``[costs]`` per market
+    where the config has that section, else ``[backtest] taker_fee / slippage_bps``."""
+    section = getattr(cfg, "costs", None)
+    if section is not None:
+        def per_market(symbol: str) -> tuple[float, float]:
+            market = section.for_symbol(symbol)
+            return market.taker_fee, market.slippage_bps
+        return per_market
+    backtest = cfg.backtest
+    return lambda symbol: (backtest.taker_fee, backtest.slippage_bps)
 
 
 def replay_server(
@@ -66,8 +80,7 @@ def replay_server(
     api_key, secret = os.environ.get(cfg.exchange.api_key_env), os.environ.get(cfg.exchange.secret_env)
     server = ReplayServer(roots, host=r.host, port=r.port, start=r.start or None, speed=r.speed, faults=faults,
                           log_requests=log_requests, api_key=api_key, secret=secret, state=r.state or None,
-                          initial_balance=r.initial_balance, taker_fee=cfg.backtest.taker_fee,
-                          slippage_bps=cfg.backtest.slippage_bps, trade_faults=trade_faults,
+                          initial_balance=r.initial_balance, market_costs=_market_costs(cfg), trade_faults=trade_faults,
                           timeframe=r.timeframe or None, read_timeout=r.read_timeout,
                           replay_timestamps=replay_timestamps).start()
     now = server.clock.now_ms()

@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bot.replay import accounting
-from bot.replay.accounting import Costs
+from bot.replay.accounting import Costs, CostsFor
 from bot.replay.api import ApiError, BinanceUsdmApi, Request, Response, Route, _num
 from bot.replay.faults import TradeFaults
 from bot.replay.market import MarketData, MarketSpec
@@ -67,7 +67,7 @@ def _decimal(params: dict[str, str], name: str) -> Decimal | None:
 class Account(Ledger):
     """The replay account: the :class:`Ledger` plus the Binance endpoints registered into ``api``."""
 
-    def __init__(self, data: MarketData, api: BinanceUsdmApi, state: StateFile, costs: Costs,
+    def __init__(self, data: MarketData, api: BinanceUsdmApi, state: StateFile, costs: Costs | CostsFor,
                  initial_balance: float = 10_000.0, timeframe: str | None = None,
                  faults: TradeFaults | None = None) -> None:
         super().__init__(data, api, state, costs, initial_balance, timeframe, faults)
@@ -273,7 +273,7 @@ class Account(Ledger):
             if pos is None or pos["side"] == side:
                 raise ApiError(400, -2022, "ReduceOnly Order is rejected.")
             q = min(q, pos["qty"])
-        price = accounting.market_price(side, *bar.bar, self.costs)
+        price = accounting.market_price(side, *bar.bar, self.costs_for(m.symbol))
         opening = q - (pos["qty"] if pos is not None and pos["side"] != side else 0.0)
         if not reduce_only and opening > 1e-12:
             min_notional = float(self._step(m)[4])
@@ -285,7 +285,7 @@ class Account(Ledger):
             new_qty = opening + (pos["qty"] if pos is not None and pos["side"] == side else 0.0)
             if accounting.max_leverage(new_qty * price, b) < lev:
                 raise ApiError(400, -2027, "Exceeded the maximum allowable position at current leverage.")
-            need = accounting.initial_margin(opening * price, lev, b) + accounting.taker_fee(q, price, self.costs)
+            need = accounting.initial_margin(opening * price, lev, b) + accounting.taker_fee(q, price, self.costs_for(m.symbol))
             released = 0.0
             if pos is not None and pos["side"] != side:
                 released = pos["wallet"] + pos["side"] * pos["qty"] * (price - pos["entry"])

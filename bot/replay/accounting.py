@@ -5,17 +5,24 @@ bankruptcy price, maintenance margin, funding payment, the intrabar order of sto
 liquidation — comes from a function here, and each of these calls the backtest's own function
 (docs/architecture.md, "One core"). When the rules move into ``bot/core`` only this module changes.
 
-Two rules have no public function in ``bot.risk`` yet: the taker fee (``qty · price · fee_rate``,
-as the engines' kernels book it) and the funding payment (``−side · qty · mark · rate``,
-architecture.md "Execution semantics"). They are written once, here, with those exact forms, for
-the lead to point at the core's functions after the merge.
+Two rules have no public scalar function in ``bot.risk`` yet: the taker fee
+(``qty · price · fee_rate``, as the engines book it) and the funding payment
+(``−side · qty · mark · rate``, architecture.md "Execution semantics"). They are written once,
+here, with those exact forms, for the lead to point at the core's functions after the merge.
+
+The core's move (``bot/core``) changes three signatures this module calls: the fill functions lose
+their bar-range bound (``market_fill(side, price, slip)``, ``take_profit_fill(side, tp, open, slip)``)
+and ``intrabar_exit`` gains ``entry_bar``. :data:`CORE_FILLS` tells which form is installed and
+each wrapper calls that one, so the replay books exactly what the installed backtest books on both
+sides of the merge; drop the old branch once the core is in.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.config import RiskConfig
 from bot.risk.brackets import Brackets, bracket_index, brackets_for
 from bot.risk.execution import (
     EXIT_LIQUIDATION,
@@ -27,9 +34,17 @@ from bot.risk.execution import (
     take_profit_fill,
 )
 from bot.risk.liquidation import bankruptcy_price, isolated_margin, liquidation_price
-from bot.risk.params import P_SLIPPAGE, P_TAKER_FEE, pack_params
 
 EXITS = {EXIT_NONE: None, EXIT_STOP: "stop", EXIT_TAKE_PROFIT: "take_profit", EXIT_LIQUIDATION: "liquidation"}
+
+
+def _parameters(fn: object) -> list[str]:
+    return list(inspect.signature(getattr(fn, "py_func", fn)).parameters)
+
+
+# True once bot/core's rules are installed: unbounded slipped fills, the entry-bar liquidation rule
+CORE_FILLS = "high" not in _parameters(market_fill)
+_ENTRY_BAR = "entry_bar" in _parameters(intrabar_exit)
 
 
 @dataclass(frozen=True)
@@ -41,9 +56,12 @@ class Costs:
 
     @classmethod
     def from_config(cls, taker_fee: float, slippage_bps: float) -> Costs:
-        """The same conversion the backtest engines use (``bot.risk.params.pack_params``)."""
-        p = pack_params(RiskConfig(), taker_fee=taker_fee, slippage_bps=slippage_bps)
-        return cls(float(p[P_TAKER_FEE]), float(p[P_SLIPPAGE]))
+        """From the config's units: a fee fraction and slippage in basis points (bps / 10 000)."""
+        return cls(float(taker_fee), float(slippage_bps) / 10_000.0)
+
+
+# one market's costs by unified symbol ([costs] is per market)
+CostsFor = Callable[[str], Costs]
 
 
 def brackets(symbol: str) -> Brackets:
@@ -52,25 +70,32 @@ def brackets(symbol: str) -> Brackets:
 
 
 def market_price(side: int, price: float, high: float, low: float, costs: Costs) -> float:
-    """Fill of a market order of ``side`` (+1 buy) at ``price``, slipped and bounded by the bar."""
+    """Fill of a market order of ``side`` (+1 buy) at ``price``, slipped (and, before the core, bounded
+    by the bar's ``high``/``low``)."""
+    if CORE_FILLS:
+        return float(market_fill(int(side), float(price), costs.slippage))
     return float(market_fill(int(side), float(price), float(high), float(low), costs.slippage))
 
 
 def take_profit_price(position_side: int, tp: float, open_: float, high: float, low: float, costs: Costs) -> float:
     """Fill of the take profit closing a position of ``position_side`` (gap: slipped open, never worse)."""
+    if CORE_FILLS:
+        return float(take_profit_fill(int(position_side), float(tp), float(open_), costs.slippage))
     return float(take_profit_fill(int(position_side), float(tp), float(open_), float(high), float(low),
                                   costs.slippage))
 
 
 def intrabar(side: int, bar: tuple[float, float, float], mark: tuple[float, float, float], stop: float,
-             take_profit: float, lp: float, costs: Costs) -> tuple[str | None, float]:
+             take_profit: float, lp: float, costs: Costs, entry_bar: bool = False) -> tuple[str | None, float]:
     """``(exit or None, fill price)`` of a position in one bar: ``bar``/``mark`` are (open, high, low).
 
-    The §D.3.2 order of bot.risk.execution.intrabar_exit; a liquidation's price is NaN (book it at
+    The §D.3.2 order of bot.risk.execution.intrabar_exit (``entry_bar``: the position was opened in
+    this bar, for the core's entry-bar liquidation rule); a liquidation's price is NaN (book it at
     the bankruptcy price).
     """
-    code, price = intrabar_exit(int(side), bar[0], bar[1], bar[2], mark[0], mark[1], mark[2],
-                                float(stop), float(take_profit), float(lp), costs.slippage)
+    args = (int(side), bar[0], bar[1], bar[2], mark[0], mark[1], mark[2], float(stop), float(take_profit),
+            float(lp), costs.slippage)
+    code, price = intrabar_exit(*args, bool(entry_bar)) if _ENTRY_BAR else intrabar_exit(*args)
     return EXITS[int(code)], float(price)
 
 

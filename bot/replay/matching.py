@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from bot.replay import accounting
-from bot.replay.accounting import Costs
+from bot.replay.accounting import Costs, CostsFor
 from bot.replay.api import ApiError, BinanceUsdmApi, _num
 from bot.replay.faults import TradeFaults
 from bot.replay.market import MarketData, MarketSpec, _Series
@@ -82,13 +82,14 @@ class Ledger:
     """The book of one replay account over :class:`MarketData`, its state in a :class:`StateFile`:
     balances, positions, orders, trades, and the matching engine that moves them on the replay clock."""
 
-    def __init__(self, data: MarketData, api: BinanceUsdmApi, state: StateFile, costs: Costs,
+    def __init__(self, data: MarketData, api: BinanceUsdmApi, state: StateFile, costs: Costs | CostsFor,
                  initial_balance: float = 10_000.0, timeframe: str | None = None,
                  faults: TradeFaults | None = None) -> None:
         self.data = data
         self.api = api
         self.state = state
-        self.costs = costs
+        # one market's fee and slippage, as the backtest of that market charges them ([costs] per market)
+        self.costs_for: CostsFor = costs if callable(costs) else (lambda symbol, c=costs: c)
         self.faults = faults or TradeFaults()
         self.lock = threading.RLock()
         self.timeframe = timeframe or self._default_timeframe()
@@ -239,7 +240,7 @@ class Ledger:
     def _fill(self, m: MarketSpec, order: dict, side: int, qty: float, price: float, when: int,
               fee: float | None = None) -> None:
         """Book a taker fill of ``qty`` at ``price`` into the position and the cash (isolated)."""
-        fee = accounting.taker_fee(qty, price, self.costs) if fee is None else fee
+        fee = accounting.taker_fee(qty, price, self.costs_for(m.symbol)) if fee is None else fee
         cash = float(self.kv["cash"])
         pos = self.positions.get(m.id)
         pnl_total = 0.0
@@ -266,7 +267,7 @@ class Ledger:
             cash -= margin
             if pos is None:
                 pos = {"side": side, "qty": remaining, "entry": price, "wallet": margin, "update": when,
-                       "funding": 0.0}
+                       "funding": 0.0, "opened": when}
             else:
                 total = pos["qty"] + remaining
                 pos["entry"] = (pos["entry"] * pos["qty"] + price * remaining) / total
@@ -388,7 +389,7 @@ class Ledger:
                 self._save("order", order["orderId"], order)
                 return
             qty = min(qty, pos["qty"])
-        price = accounting.market_price(side, bar.bar[0], bar.bar[1], bar.bar[2], self.costs)
+        price = accounting.market_price(side, bar.bar[0], bar.bar[1], bar.bar[2], self.costs_for(m.symbol))
         self._fill(m, order, side, qty, price, when)
 
     def _book_bar(self, m: MarketSpec, bar: _Bar, funding: _Series | None, orders: list[dict],
@@ -442,17 +443,19 @@ class Ledger:
         detect = bar.mark if working == "MARK_PRICE" else bar.bar
         b = accounting.brackets(m.id)
         lp = accounting.liq_price(side, pos["qty"], pos["entry"], pos["wallet"], b)
+        entry_bar = bar.open_ms <= pos.get("opened", -1) < bar.close_ms
         reason, _ = accounting.intrabar(side, detect, bar.mark, float(stop["triggerPrice"]) if stop else math.nan,
-                                        float(tp["triggerPrice"]) if tp else math.nan, lp, self.costs)
+                                        float(tp["triggerPrice"]) if tp else math.nan, lp, self.costs_for(m.symbol),
+                                        entry_bar)
         if reason == "liquidation":
             self._liquidate(m, pos, bar.close_ms)
         elif reason == "stop" and stop is not None:
             trigger = float(stop["triggerPrice"])
             gap = detect[0] <= trigger if side > 0 else detect[0] >= trigger
             ref = bar.bar[0] if gap else trigger
-            self._trigger(m, stop, accounting.market_price(-side, ref, bar.bar[1], bar.bar[2], self.costs), bar)
+            self._trigger(m, stop, accounting.market_price(-side, ref, bar.bar[1], bar.bar[2], self.costs_for(m.symbol)), bar)
         elif reason == "take_profit" and tp is not None:
-            price = accounting.take_profit_price(side, float(tp["triggerPrice"]), *bar.bar, self.costs)
+            price = accounting.take_profit_price(side, float(tp["triggerPrice"]), *bar.bar, self.costs_for(m.symbol))
             self._trigger(m, tp, price, bar)
 
     def _trigger(self, m: MarketSpec, algo: dict, price: float, bar: _Bar) -> None:
@@ -488,7 +491,7 @@ class Ledger:
             if hit:
                 gap = detect[0] >= trigger if rising else detect[0] <= trigger
                 ref = bar.bar[0] if gap else trigger
-                self._trigger(m, algo, accounting.market_price(side, ref, bar.bar[1], bar.bar[2], self.costs), bar)
+                self._trigger(m, algo, accounting.market_price(side, ref, bar.bar[1], bar.bar[2], self.costs_for(m.symbol)), bar)
 
     def _position_view(self, m: MarketSpec, now: int) -> dict:
         pos = self.positions.get(m.id)
@@ -508,7 +511,7 @@ class Ledger:
         b = accounting.brackets(m.id)
         maint, _ = accounting.maintenance(notional, b)
         lp = accounting.liq_price(side, qty, entry, wallet, b)
-        fee = self.costs.taker_fee
+        fee = self.costs_for(m.symbol).taker_fee
         breakeven = entry * (1 + fee) / (1 - fee) if side > 0 else entry * (1 - fee) / (1 + fee)
         return {"symbol": m.id, "positionSide": "BOTH", "positionAmt": self._qty_str(m, side * qty),
                 "entryPrice": _num(entry), "breakEvenPrice": _num(breakeven), "markPrice": _num(mark),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,8 @@ class ReplayServer:
     ``api_key``, ``secret``  the test account's credentials (signed endpoints answer -2015 without)
     ``state``  SQLite file of the account (None: in memory, gone at stop)
     ``initial_balance``  USDT of a new account
-    ``taker_fee``, ``slippage_bps``  the backtest's cost model (``[backtest]`` section)
+    ``taker_fee``, ``slippage_bps``  the backtest's cost model (fee fraction, basis points)
+    ``market_costs``  unified symbol -> (taker fee, slippage bps) per market; overrides the two above
     ``trade_faults``  :class:`TradeFaults` (switch them per test with ``server.trade_faults.arm``)
     ``timeframe``  the bars the matching engine books (default: finest with candles and mark)
     ``read_timeout``  seconds a connection may stay silent before it is dropped
@@ -81,6 +82,7 @@ class ReplayServer:
         initial_balance: float = 10_000.0,
         taker_fee: float = 0.0005,
         slippage_bps: float = 1.0,
+        market_costs: Callable[[str], tuple[float, float]] | None = None,
         trade_faults: TradeFaults | None = None,
         timeframe: str | None = None,
         read_timeout: float = 10.0,
@@ -101,8 +103,10 @@ class ReplayServer:
         self.clock = ReplayClock(0, speed)
         self.api = BinanceUsdmApi(self.data, self.clock)
         self.trade_faults = trade_faults or TradeFaults()
-        self.account = Account(self.data, self.api, self.state, Costs.from_config(taker_fee, slippage_bps),
-                               initial_balance, timeframe, self.trade_faults)
+        default = Costs.from_config(taker_fee, slippage_bps)
+        costs = default if market_costs is None else (lambda symbol: Costs.from_config(*market_costs(symbol)))
+        self.account = Account(self.data, self.api, self.state, costs, initial_balance, timeframe,
+                               self.trade_faults)
         self.clock.set(self._start_ms(start))
         if api_key and secret:
             self.api.authenticate = Authenticator(api_key, secret, self.clock.now_ms if replay_timestamps else None)

@@ -339,6 +339,16 @@ def test_no_credentials_means_no_trading(source):
             client(srv).fetch_balance()
 
 
+def backtest_costs() -> tuple[BacktestConfig, dict]:
+    """FEE and 1 bp for ``run_backtest``, in whichever form the installed config takes them
+    (``[backtest]`` fields, or per-market ``costs=`` once the core's config lands)."""
+    if "taker_fee" in BacktestConfig.model_fields:
+        return BacktestConfig(taker_fee=FEE, slippage_bps=1.0), {}
+    from bot.config import MarketCosts  # the core's per-market costs
+
+    return BacktestConfig(), {"costs": MarketCosts(taker_fee=FEE, slippage_bps=1.0), "symbol": BTC}
+
+
 def test_replay_account_agrees_with_the_backtest(source):
     """Same entry, same stop: the replay account books what the backtest engine books (per unit,
     since the backtest's size is not a multiple of the exchange's step)."""
@@ -347,8 +357,8 @@ def test_replay_account_agrees_with_the_backtest(source):
     stop = 78_277.8
     signals = pd.DataFrame({"target": 0.0, "stop": np.nan, "take_profit": np.nan}, index=frame.index)
     signals.loc["2025-03-09T23:00":, ["target", "stop"]] = [1.0, stop]  # decided at that close
-    result = run_backtest(frame, signals, BacktestConfig(taker_fee=FEE, slippage_bps=1.0),
-                          RiskConfig(max_leverage=5), engine="backtrader")
+    backtest, costs = backtest_costs()
+    result = run_backtest(frame, signals, backtest, RiskConfig(max_leverage=5), engine="backtrader", **costs)
     trade = result.trades.iloc[0]
     assert trade["exit_reason"] == "stop" and trade["entry_time"] == pd.Timestamp(T_ENTRY, tz="UTC")
 
