@@ -10,16 +10,18 @@ Two rules have no public scalar function in ``bot.risk`` yet: the taker fee
 (``−side · qty · mark · rate``, architecture.md "Execution semantics"). They are written once,
 here, with those exact forms, for the lead to point at the core's functions after the merge.
 
-The core's move (``bot/core``) changes three signatures this module calls: the fill functions lose
-their bar-range bound (``market_fill(side, price, slip)``, ``take_profit_fill(side, tp, open, slip)``)
-and ``intrabar_exit`` gains ``entry_bar``. :data:`CORE_FILLS` tells which form is installed and
-each wrapper calls that one, so the replay books exactly what the installed backtest books on both
-sides of the merge; drop the old branch once the core is in.
+The core's move (``bot/core``) changes what this module calls: the fill functions lose their
+bar-range bound (``market_fill(side, price, slip)``, ``take_profit_fill(side, tp, open, slip)``),
+``intrabar_exit`` gains ``entry_bar``, and funding is charged at the mark price *at* the settlement
+(the open of the mark kline starting there) instead of the settling bar's mark close. :data:`CORE`
+says whether ``bot.core`` is installed and each wrapper follows that side, so the replay books
+exactly what the installed backtest books on both sides of the merge; drop the old side once the
+core is in.
 """
 
 from __future__ import annotations
 
-import inspect
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,13 +40,8 @@ from bot.risk.liquidation import bankruptcy_price, isolated_margin, liquidation_
 EXITS = {EXIT_NONE: None, EXIT_STOP: "stop", EXIT_TAKE_PROFIT: "take_profit", EXIT_LIQUIDATION: "liquidation"}
 
 
-def _parameters(fn: object) -> list[str]:
-    return list(inspect.signature(getattr(fn, "py_func", fn)).parameters)
-
-
-# True once bot/core's rules are installed: unbounded slipped fills, the entry-bar liquidation rule
-CORE_FILLS = "high" not in _parameters(market_fill)
-_ENTRY_BAR = "entry_bar" in _parameters(intrabar_exit)
+# bot/core installed: unbounded slipped fills, the entry-bar liquidation rule, funding at MP(τ)
+CORE = importlib.util.find_spec("bot.core") is not None
 
 
 @dataclass(frozen=True)
@@ -72,14 +69,14 @@ def brackets(symbol: str) -> Brackets:
 def market_price(side: int, price: float, high: float, low: float, costs: Costs) -> float:
     """Fill of a market order of ``side`` (+1 buy) at ``price``, slipped (and, before the core, bounded
     by the bar's ``high``/``low``)."""
-    if CORE_FILLS:
+    if CORE:
         return float(market_fill(int(side), float(price), costs.slippage))
     return float(market_fill(int(side), float(price), float(high), float(low), costs.slippage))
 
 
 def take_profit_price(position_side: int, tp: float, open_: float, high: float, low: float, costs: Costs) -> float:
     """Fill of the take profit closing a position of ``position_side`` (gap: slipped open, never worse)."""
-    if CORE_FILLS:
+    if CORE:
         return float(take_profit_fill(int(position_side), float(tp), float(open_), costs.slippage))
     return float(take_profit_fill(int(position_side), float(tp), float(open_), float(high), float(low),
                                   costs.slippage))
@@ -95,13 +92,21 @@ def intrabar(side: int, bar: tuple[float, float, float], mark: tuple[float, floa
     """
     args = (int(side), bar[0], bar[1], bar[2], mark[0], mark[1], mark[2], float(stop), float(take_profit),
             float(lp), costs.slippage)
-    code, price = intrabar_exit(*args, bool(entry_bar)) if _ENTRY_BAR else intrabar_exit(*args)
+    code, price = intrabar_exit(*args, bool(entry_bar)) if CORE else intrabar_exit(*args)
     return EXITS[int(code)], float(price)
 
 
 def taker_fee(qty: float, price: float, costs: Costs) -> float:
     """Fee of a taker fill: ``qty · price · fee_rate`` (module docstring)."""
     return qty * price * costs.taker_fee
+
+
+def funding_mark(mark_close: float, next_mark_open: float) -> float:
+    """The mark price a settlement at a bar's close is charged at: the settling bar's mark close, or
+    with the core the mark at τ (the next mark kline's open; the mark close when there is none)."""
+    if CORE and next_mark_open == next_mark_open:  # not NaN
+        return next_mark_open
+    return mark_close
 
 
 def funding_payment(side: int, qty: float, mark: float, rate: float) -> float:

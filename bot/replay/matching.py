@@ -68,6 +68,7 @@ class _Bar:
     bar: tuple[float, float, float]     # open, high, low
     mark: tuple[float, float, float]
     mark_close: float
+    next_mark_open: float  # the mark at the bar's close time τ (NaN when not stored)
 
 
 def _side(value: str) -> int:
@@ -163,12 +164,16 @@ class Ledger:
         c = bars.columns
         bar = (float(c["open"][i]), float(c["high"][i]), float(c["low"][i]))
         mark, mark_close = bar, float(c["close"][i])  # no mark data: the last price stands in (architecture.md)
+        next_open = float(c["open"][i + 1]) if i + 1 < len(bars) and bars.times[i + 1] == bars.available[i] \
+            else math.nan
         if marks is not None:
             j = int(np.searchsorted(marks.times, bars.times[i]))
             if j < len(marks) and marks.times[j] == bars.times[i]:
                 mc = marks.columns
                 mark, mark_close = (float(mc["open"][j]), float(mc["high"][j]), float(mc["low"][j])), float(mc["close"][j])
-        return _Bar(int(bars.times[i]), int(bars.available[i]), bar, mark, mark_close)
+                next_open = float(mc["open"][j + 1]) if j + 1 < len(marks) and \
+                    marks.times[j + 1] == bars.available[i] else math.nan
+        return _Bar(int(bars.times[i]), int(bars.available[i]), bar, mark, mark_close, next_open)
 
     def _current_bar(self, m: MarketSpec, now: int) -> _Bar:
         bars, marks = self._series(m)
@@ -416,7 +421,8 @@ class Ledger:
             if hi > lo:
                 # several settlements inside one bar are summed, as the backtest's frame joins them
                 rate = float(np.sum(funding.columns["funding_rate"][lo:hi]))
-                flow = accounting.funding_payment(pos["side"], pos["qty"], bar.mark_close, rate)
+                mark = accounting.funding_mark(bar.mark_close, bar.next_mark_open)
+                flow = accounting.funding_payment(pos["side"], pos["qty"], mark, rate)
                 pos["wallet"] += flow
                 pos["funding"] = pos.get("funding", 0.0) + flow
                 pos["update"] = bar.close_ms

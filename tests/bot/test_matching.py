@@ -7,6 +7,7 @@ straight from its JSON file, never from the code under test.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -50,6 +51,18 @@ def bars(source: Store) -> pd.DataFrame:
     o = source.read(DatasetKey(EX, BTC, "ohlcv", "1h"))
     m = source.read(DatasetKey(EX, BTC, "mark", "1h")).add_prefix("mark_")
     return o.join(m, how="inner")
+
+
+# With bot/core installed, funding is charged at the mark price at the settlement τ (the open of the
+# mark kline starting at τ); before it, at the settling bar's mark close (docs/architecture.md).
+CORE = importlib.util.find_spec("bot.core") is not None
+
+
+def settle_mark(b: pd.DataFrame, t: pd.Timestamp) -> float:
+    nxt = t + pd.Timedelta("1h")
+    if CORE and nxt in b.index:
+        return float(b.loc[nxt, "mark_open"])
+    return float(b.loc[t, "mark_close"])
 
 
 def funding(source: Store) -> pd.Series:
@@ -134,10 +147,10 @@ def test_open_stop_take_profit_then_stop_fills_with_backtest_fees_and_funding(so
         ref = row["open"] if row["mark_open"] <= stop else stop
         fill = max(ref * (1 - SLIP), row["low"])
         flows = 0.0
-        for t, r in after.loc[:hit].iloc[:-1].iterrows():
+        for t in after.loc[:hit].index[:-1]:
             rates = f[(f.index > t) & (f.index <= t + pd.Timedelta("1h"))]
             if len(rates):
-                flows += -1 * qty * r["mark_close"] * rates.sum()
+                flows += -1 * qty * settle_mark(b, t) * rates.sum()
         assert flows != 0.0
         fee_out = qty * fill * FEE
         expected = 10_000 - fee_in + qty * (fill - entry) - fee_out + flows
@@ -181,7 +194,7 @@ def test_position_is_liquidated_by_the_isolated_formula(source):
                 break
             rates = f[(f.index > t) & (f.index <= t + pd.Timedelta("1h"))]
             if len(rates):
-                wallet += -qty * r["mark_close"] * rates.sum()
+                wallet += -qty * settle_mark(b, t) * rates.sum()
         assert liquidated_at is not None
         srv.clock.set(ms(liquidated_at) + 3_600_000 - 1)
         assert ex.fetch_positions([BTC])[0]["contracts"] == qty  # the bar has not closed yet
