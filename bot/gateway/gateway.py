@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from bot.errors import UserError
 from bot.gateway.venues import Venue, fill, venue_for
 
 ROLES = ("stop", "take_profit")
+_SIGNATURE = re.compile(r"(signature|sign|X-MBX-APIKEY|apiKey)=[^&\s\"']+", re.IGNORECASE)
 EXPECTED = object()  # what Gateway._call returns for an error the caller expects (an answer, not a failure)
 
 
@@ -140,7 +142,8 @@ class Gateway:
     # ------------------------------------------------------------------ events and calls
 
     def _event(self, kind: str, message: str, **data: Any) -> Event:
-        event = Event(kind, message, data)
+        # ccxt's messages quote request URLs: keep request signatures out of logs and databases
+        event = Event(kind, _SIGNATURE.sub(r"\1=<redacted>", message), data)
         self.events.append(event)
         if self.on_event is not None:
             self.on_event(event)

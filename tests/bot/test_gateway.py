@@ -226,6 +226,7 @@ def test_network_errors_are_retried_then_reported(source):
         with pytest.raises(GatewayUnavailable) as info:
             gw.balance()
         assert info.value.event.kind == "gave_up" and kinds(gw).count("retry") == 2
+        assert "signature=<redacted>" in info.value.event.message  # ccxt quoted the signed URL
         srv.faults.arm("429", 1)
         assert gw.ticker(BTC)["last"] > 0  # one retry, then the answer
         assert isinstance(gw.exchange, ccxt.binanceusdm)
