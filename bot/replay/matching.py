@@ -217,8 +217,11 @@ class Ledger:
 
     def _check_mode(self, m: MarketSpec, params: dict[str, str]) -> None:
         side = params.get("positionSide", "BOTH")
-        if self.kv["dual"] or side != "BOTH":
+        if (side == "BOTH") == bool(self.kv["dual"]):  # BOTH in hedge mode, LONG/SHORT in one-way mode
             raise ApiError(400, -4061, "Order's position side does not match user's setting.")
+        if self.kv["dual"]:
+            raise ApiError(400, -2010, "The replay exchange trades one-way mode only; switch hedge mode off "
+                                       "(POST /fapi/v1/positionSide/dual dualSidePosition=false).")
         if self.kv["multi_assets"]:
             raise ApiError(400, -2010, "The replay exchange trades single-asset mode only; "
                                        "switch multi-assets mode off (POST /fapi/v1/multiAssetsMargin).")
