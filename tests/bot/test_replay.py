@@ -140,7 +140,7 @@ def test_kline_wire_shape_and_binance_param_semantics(server, source):
     r = rows[0]
     assert len(r) == 12 and isinstance(r[0], int) and isinstance(r[6], int) and isinstance(r[8], int)
     assert r[6] == r[0] + H - 1 and all(isinstance(x, str) for x in r[1:6] + r[7:8] + r[9:])
-    assert float(r[9]) == pytest.approx(float(r[5]) / 2)  # no stored taker volume: half the volume
+    assert (r[7], r[8], r[9], r[10]) == ("0", 0, "0", "0")  # not stored: zero, never estimated
     _, _, latest = raw_get(url + "&limit=3")
     assert [x[0] for x in latest] == [ms("2025-03-31T21:00"), ms("2025-03-31T22:00"), ms("2025-03-31T23:00")]
     _, _, upto = raw_get(url + f"&endTime={ms('2025-03-20')}&limit=2")
@@ -339,3 +339,42 @@ def test_secrets_come_only_from_environment(monkeypatch):
     ex = make_exchange(EX, api_key_env="TEST_CASCADE_KEY", secret_env="TEST_CASCADE_SECRET")
     assert (ex.apiKey, ex.secret) == ("k-123", "s-456")
     assert not make_exchange(EX, api_key_env="TEST_CASCADE_MISSING").apiKey
+
+
+def _serve(source: Store, state: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    cascade = Path(sys.executable).parent / "cascade"
+    env = {**os.environ, "COLUMNS": "200", "CASCADE_API_KEY": "cli-key", "CASCADE_API_SECRET": "cli-secret"}
+    proc = subprocess.Popen([str(cascade), "replay-server", "--data-dir", str(source.root), "--port", "0",
+                             "--state", str(state), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for _ in range(6):
+        line = proc.stdout.readline()
+        if line.startswith("url "):
+            return proc, line.split()[1]
+    proc.kill()
+    raise AssertionError(proc.stderr.read())
+
+
+def test_killed_server_restarts_with_the_same_account(source, tmp_path):
+    state = tmp_path / "account.sqlite"
+    proc, url = _serve(source, state, "--start", "2025-03-20", "--initial-balance", "5000")
+    try:
+        ex = make_exchange(EX, url=url, rate_limit=False, timeout=5000, apiKey="cli-key", secret="cli-secret")
+        ex.set_margin_mode("isolated", BTC)
+        ex.set_leverage(4, BTC)
+        ex.create_order(BTC, "market", "buy", 0.02)
+        stop = ex.create_order(BTC, "market", "sell", 0.02, params={"stopLossPrice": 60_000, "reduceOnly": True})
+        wallet = ex.fetch_balance()["info"]["totalWalletBalance"]
+    finally:
+        proc.kill()  # SIGKILL: no clean shutdown
+        proc.wait()
+    proc, url = _serve(source, state)
+    try:
+        ex = make_exchange(EX, url=url, rate_limit=False, timeout=5000, apiKey="cli-key", secret="cli-secret")
+        assert ex.fetch_balance()["info"]["totalWalletBalance"] == wallet and float(wallet) < 5000
+        assert ex.fetch_positions([BTC])[0]["contracts"] == 0.02
+        assert [o["id"] for o in ex.fetch_open_orders(BTC, params={"trigger": True})] == [stop["id"]]
+        assert ex.fetch_time() >= ms("2025-03-20")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
