@@ -29,6 +29,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("backtest", "bot.commands.backtest", "backtest"),
     ("liqmap", "bot.commands.liqmap", "liqmap"),
     ("replay-server", "bot.commands.replay", "replay_server"),
+    ("record", "bot.commands.record", "record"),
 )
 
 for _name, _module, _func in COMMANDS:

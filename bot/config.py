@@ -100,6 +100,18 @@ class ReplayConfig(_Section):
     start: str = ""
 
 
+class RecordConfig(_Section):
+    """`cascade record`: venues, symbols and polling of the liquidation recorder."""
+
+    venues: tuple[Literal["binanceusdm", "bybit", "okx"], ...] = ("binanceusdm",)
+    symbols: tuple[str, ...] = ("BTC/USDT:USDT", "ETH/USDT:USDT")
+    poll_interval: str = "1m"
+    flush_seconds: float = Field(default=2.0, gt=0)
+    max_backoff_seconds: float = Field(default=60.0, gt=0)
+    exchange_url: str = ""
+    ws_url: str = ""
+
+
 class Config(_Section):
     """The whole configuration file."""
 
@@ -109,6 +121,7 @@ class Config(_Section):
     backtest: BacktestConfig = BacktestConfig()
     risk: RiskConfig = RiskConfig()
     replay: ReplayConfig = ReplayConfig()
+    record: RecordConfig = RecordConfig()
     liqmap: dict[str, Any] = Field(default_factory=dict)
     strategies: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
