@@ -26,6 +26,7 @@ def replay_server(
     slow_seconds: Annotated[float, typer.Option("--slow-seconds", min=0.0, help="Delay of a 'slow' fault.")] = 2.0,
     log_requests: Annotated[bool, typer.Option("--log-requests", help="Print one line per request on stderr.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="Config file (default ./config.toml).")] = None,
+    stream_port: Annotated[int | None, typer.Option("--stream-port", help="Also serve Binance market websocket streams (forceOrder, kline) on this port (0 = any free port).")] = None,
 ) -> None:
     """Serve stored data over Binance USDⓈ-M's REST API with a replay clock (ccxt binanceusdm talks to it)."""
     cfg = with_overrides(load_config(config), "replay", host=host, port=port, start=start, speed=speed)
@@ -40,7 +41,17 @@ def replay_server(
     typer.echo(f"replay exchange (binanceusdm) serving {', '.join(sorted(m.symbol for m in server.data.markets.values()))}")
     typer.echo(f"clock {pd.Timestamp(now, unit='ms', tz='UTC').isoformat()} at {r.speed:g}x; Ctrl-C to stop")
     typer.echo(f"url {server.url}   e.g. cascade download --exchange-url {server.url} --no-rate-limit")
+    stream = None
+    if stream_port is not None:  # liqdata: websocket streams on the same clock (bot/replay/stream.py)
+        from bot.replay.stream import stream_server_for
+
+        stream = stream_server_for([d if isinstance(d, Store) else Store(d) for d in roots], server.clock,
+                                   host=r.host, port=stream_port).start()
+        typer.echo(f"streams {stream.url}   e.g. cascade record --exchange-url {server.url} --ws-url {stream.url}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         typer.echo("stopped")
+    finally:
+        if stream is not None:
+            stream.stop()

@@ -311,12 +311,18 @@ class Recorder:
         write_json_atomic(state_dir(self.store.root) / "status.json", self.status(stopped))
 
     async def _housekeeping(self) -> None:
-        last_flush = time.monotonic()
+        last_flush = last_sample = time.monotonic()
         while not self._stopping:
             await asyncio.sleep(self.heartbeat_seconds)
             if time.monotonic() - last_flush >= self.flush_seconds:
                 self.flush()
                 last_flush = time.monotonic()
+            # a replay clock (rate != 1) can change speed or jump: follow it at every heartbeat;
+            # a real exchange's clock is re-anchored twice a minute
+            if any(v.rate != 1.0 for v in self.venues) or time.monotonic() - last_sample >= 30:
+                for venue in self.venues:
+                    await self._measure_offset(venue)
+                last_sample = time.monotonic()
             self._write_status()
 
     def _resume_gaps(self) -> None:
