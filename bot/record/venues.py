@@ -12,8 +12,7 @@
   The row is ``[ts, contracts, base, usd]``; the store gets ``contracts × contractSize``
   (base currency, like Binance's) and the USD value.
 
-OKX keeps a limited history per period (its docs: 5m for days, 1H for about a month, 1D
-longer); Bybit serves long 1h/1d histories. Rows come back as the store's ``open_interest``
+OKX serves a limited look-back per period, so download it regularly. Rows come back as the store's ``open_interest``
 kind (``open_interest`` in base units, ``open_interest_value`` in USD), indexed by snapshot time.
 
 **Venue frames** (:func:`venue_frames`): for the map over several venues, each venue needs its
@@ -22,6 +21,10 @@ without (Hyperliquid, or a venue only recorded) is run on the reference venue's 
 perpetuals' prices track each other within basis points), with its own open interest joined by
 availability time. A venue without open interest of its own is skipped, with a note: the
 estimator would fall back to volume inference and add relative magnitudes to USD ones.
+
+Summing assumes every venue's open interest counts each contract once (one side), as Binance,
+Bybit and OKX report it. Some Hyperliquid data providers document Hyperliquid's figure as
+two-sided (longs + shorts); if a stored series is, halve it before summing.
 """
 
 from __future__ import annotations
