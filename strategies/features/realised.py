@@ -20,7 +20,7 @@ Columns of :func:`realised_features`:
   past; NaN until ``min_history`` covered bars exist);
 * ``liq_cascade_long``, ``liq_cascade_short``: 1.0 when the side's realised notional is
   positive and strictly above the ``cascade_quantile`` (linear) quantile of its own trailing
-  window, else 0.0; NaN without data or history. A long cascade is longs being liquidated
+  window (of the bars with liquidations, by default), else 0.0; NaN without data or history. A long cascade is longs being liquidated
   (a sell-off), a short cascade a squeeze;
 * ``liq_cascade``: ``liq_cascade_short − liq_cascade_long`` (+1 squeeze, −1 flush, 0 none);
 * calibration (only when the frame or ``consumed`` has the map's consumption):
@@ -62,6 +62,9 @@ class RealisedParams(BaseModel):
     """Trailing window of the past-only distributions (percentiles, cascade quantile)."""
     cascade_quantile: float = Field(default=0.95, gt=0.0, lt=1.0)
     """A side cascades when its realised notional exceeds this quantile of its own past."""
+    cascade_nonzero: bool = True
+    """The cascade quantile is taken over the past bars that *had* liquidations (as the map's
+    continuation rule does with modelled consumption); False includes the quiet bars (zeros)."""
     min_history: int = Field(default=24, ge=2)
     """Covered bars needed in the window before a percentile/quantile/ratio is reported."""
     calibration_days: float = Field(default=30.0, gt=0.0)
@@ -79,9 +82,11 @@ def _window_starts(times_ns: np.ndarray, window_ns: int) -> np.ndarray:
     return np.searchsorted(times_ns, times_ns - window_ns, side="right")
 
 
-def _past_stats(values: np.ndarray, starts: np.ndarray, q: float, min_history: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per bar: (share of past covered values ≤ current, ``q`` quantile of the past), window
-    ``[starts[k], k)``; NaN where the current value is NaN or fewer than ``min_history`` exist."""
+def _past_stats(values: np.ndarray, starts: np.ndarray, q: float, min_history: int,
+                nonzero: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar: (share of past covered values ≤ current, ``q`` quantile of the past — of its
+    non-zero values with ``nonzero``), window ``[starts[k], k)``; NaN where the current value is
+    NaN or fewer than ``min_history`` values exist."""
     n = values.shape[0]
     pct = np.full(n, np.nan)
     qua = np.full(n, np.nan)
@@ -94,7 +99,9 @@ def _past_stats(values: np.ndarray, starts: np.ndarray, q: float, min_history: i
         if past.size < min_history:
             continue
         pct[k] = float(np.count_nonzero(past <= v)) / past.size
-        qua[k] = float(np.quantile(past, q))
+        pool = past[past > 0] if nonzero else past
+        if pool.size >= min_history:
+            qua[k] = float(np.quantile(pool, q))
     return pct, qua
 
 
@@ -141,7 +148,7 @@ def realised_features(frame: pd.DataFrame, params: RealisedParams = RealisedPara
                                   "liq_real_long_share": share}
     flags = {}
     for name, values in (("long", long_), ("short", short), ("total", total)):
-        pct, qua = _past_stats(values, starts, params.cascade_quantile, params.min_history)
+        pct, qua = _past_stats(values, starts, params.cascade_quantile, params.min_history, params.cascade_nonzero)
         out[f"liq_real_{name}_pct"] = pct
         if name != "total":
             flag = np.where(np.isfinite(qua), ((values > qua) & (values > 0)).astype(float), np.nan)
