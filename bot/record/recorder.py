@@ -48,6 +48,8 @@ from bot.timeframes import timeframe_ms
 
 PREMIUM_DIR = "premium"
 _RETRYABLE = (ccxt.NetworkError, ccxt.ExchangeError, OSError, asyncio.TimeoutError)
+# errors no reconnect can fix: stop the recorder and say why
+_FATAL = (ccxt.BadSymbol, ccxt.BadRequest, ccxt.NotSupported, ccxt.AuthenticationError, ccxt.ArgumentsRequired)
 
 
 @dataclass
@@ -119,6 +121,8 @@ class Recorder:
         self._buffer: list[dict[str, Any]] = []
         self._started = int(time.time() * 1000)
         self._stopping = False
+        self._stop: asyncio.Event | None = None
+        self.fatal: BaseException | None = None
 
     # ------------------------------------------------------------------ journal -> store
 
@@ -246,6 +250,12 @@ class Recorder:
                 delay = 1.0
             except asyncio.CancelledError:
                 raise
+            except _FATAL as err:
+                self.fatal = err
+                self.log(f"{venue.id}: {type(err).__name__}: {err}; stopping")
+                if self._stop is not None:
+                    self._stop.set()
+                return
             except _RETRYABLE as err:
                 self._disconnected(venue, err)
                 await asyncio.sleep(delay)
@@ -341,6 +351,7 @@ class Recorder:
 
     async def run(self, stop: asyncio.Event, duration: float | None = None) -> None:
         """Record until ``stop`` is set (or ``duration`` seconds pass), then flush and close."""
+        self._stop = stop
         self.recover()
         self._resume_gaps()
         for venue in self.venues:
@@ -373,6 +384,8 @@ class Recorder:
                 except Exception:  # noqa: BLE001 - closing a broken client must not hide the flush
                     pass
             self.journal.close()
+        if self.fatal is not None:
+            raise self.fatal
 
 
 def _float(x: Any) -> float:

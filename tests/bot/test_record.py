@@ -446,3 +446,52 @@ def test_journal_recovery_is_idempotent(tmp_path):
     assert len(f) == 1 and f["side"].iloc[0] == "short" and f["value"].iloc[0] == 10.0
     assert store.read(DatasetKey(EX, BTC, "open_interest", "1m"))["open_interest"].tolist() == [5.0]
     rec.journal.close()
+
+
+def test_unknown_symbol_stops_with_a_user_error_and_status_is_readable(source, tmp_path, capsys):
+    from bot.cli import main
+
+    data, cfg = tmp_path / "d", tmp_path / "c.toml"
+    cfg.write_text("")
+    with ReplayServer(source.root, start=START, speed=0) as rest, \
+            StreamServer.from_stores([source], rest.clock, liquidation_exchanges=["okx"]) as s:
+        with pytest.raises(SystemExit) as exc:
+            main(["record", "--exchange-url", rest.url, "--ws-url", s.url, "--symbols", "DOGE/USDT:USDT",
+                  "--poll-interval", "", "--data-dir", str(data), "--config", str(cfg), "--no-rate-limit"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "BadSymbol" in err and "Traceback" not in err
+    assert not RecorderLock.held(data)  # released on the way out
+    with pytest.raises(SystemExit) as done:
+        main(["record", "--status", "--data-dir", str(data), "--config", str(cfg)])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "recorder not running" in out and "DOGE/USDT:USDT@forceOrder" in out
+
+
+def test_replay_server_command_serves_streams(source, tmp_path):
+    """`cascade replay-server --stream-port 0` starts the stream server on the REST server's clock."""
+    import aiohttp
+
+    (tmp_path / "x.toml").write_text("")
+    proc = subprocess.Popen([sys.executable, "-m", "bot", "replay-server", "--data-dir", str(source.root), "--port", "0",
+                             "--stream-port", "0", "--start", START, "--speed", "1", "--config", str(tmp_path / "x.toml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        t0 = time.monotonic()
+        while not any(line.startswith("streams ") for line in lines):
+            assert time.monotonic() - t0 < 20 and proc.poll() is None, "".join(lines) + proc.stderr.read()
+            lines.append(proc.stdout.readline())
+        url = next(line for line in lines if line.startswith("streams ")).split()[1]
+
+        async def talk() -> dict:
+            async with aiohttp.ClientSession() as session, session.ws_connect(url + "/market/ws/1") as ws:
+                await ws.send_str(json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@forceOrder"], "id": 1}))
+                return json.loads((await ws.receive(timeout=5)).data)
+
+        assert asyncio.run(talk()) == {"result": None, "id": 1}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "stopped" in out
