@@ -85,9 +85,11 @@ def _stored_tuples(store: Store) -> list[tuple]:
 
 
 def _freeze(clock: ReplayClock) -> None:
-    """Stop the replay clock where it is (no new event falls due)."""
+    """Stop the replay clock where it is, and give the stream's push loop (10 ms ticks) time to
+    send what was already due: afterwards nothing more is served."""
     clock.set(clock.now_ms())
     clock.speed = 0.0
+    time.sleep(0.2)
 
 
 def _run_at(clock: ReplayClock, speed: float) -> None:
@@ -210,13 +212,15 @@ def test_recorder_stores_every_served_event_once_and_logs_the_disconnect_gap(sou
             await _until(lambda: len(read_gaps(out.root)) == 1)
             n_before = len(s.served_events())
             await _until(lambda: len(s.served_events()) >= n_before + 10)
+            await asyncio.sleep(0.3)
+            running = read_status(out.root)
             _freeze(rest.clock)  # then let what is in flight arrive before stopping
             await _until(lambda: rec.venues[0].rows == len(s.served_events()))
             stop.set()
             await task
-            return _served_tuples(s), dropped_at, s.served
+            return _served_tuples(s), dropped_at, s.served, running
 
-    served, dropped_at, frames = asyncio.run(main())
+    served, dropped_at, frames, running = asyncio.run(main())
     stored = _stored_tuples(out)
     assert stored == served and len(set(stored)) == len(stored)
     # raw message kept beside the row, byte-for-byte the frame that was served
@@ -231,7 +235,7 @@ def test_recorder_stores_every_served_event_once_and_logs_the_disconnect_gap(sou
     assert not any(gap["start_ms"] < t < gap["end_ms"] - 1000 for t in times)  # nothing served while down
     status = read_status(out.root)
     assert status["stopped"] and status["venues"][EX]["rows"] == len(served) and status["venues"][EX]["reconnects"] == 1
-    assert 550 < status["venues"][EX]["clock_rate"] < 650  # replay speed detected from fetch_time
+    assert 550 < running["venues"][EX]["clock_rate"] < 650  # replay speed detected from fetch_time
 
 
 def test_record_command_survives_sigkill_without_loss_or_duplicates(source, tmp_path):
@@ -290,9 +294,11 @@ def test_record_command_survives_sigkill_without_loss_or_duplicates(source, tmp_
     assert stored == served and len(set(stored)) == len(stored)
     gaps = read_gaps(data)
     down = [g for g in gaps if g["reason"] == "recorder down"]
-    assert len(down) == 1 and down[0]["start_ms"] <= killed_at <= down[0]["end_ms"]
+    assert len(down) == 1 and killed_at <= down[0]["end_ms"]
     # the gap is the downtime: from the last heartbeat (0.5 s = 150 s of replay) to the reconnection
-    assert killed_at - 150_000 - 30_000 <= down[0]["start_ms"] <= killed_at
+    # (the clock is frozen just before the kill: the recorder's estimate may run ahead until its
+    # next heartbeat re-reads it, by at most one heartbeat of replay time)
+    assert killed_at - 150_000 - 30_000 <= down[0]["start_ms"] <= killed_at + 150_000
     assert abs(down[0]["end_ms"] - reconnected_at) <= 30_000
     # no gap beyond the downtime: every due event outside the recorded gaps was stored
     due = expected[(expected["due"] > first_due) & (expected["due"] <= last_due)]
