@@ -168,7 +168,11 @@ class Recorder:
         if not self._buffer:
             return 0
         rows, self._buffer = self._buffer, []
-        self._merge(rows)
+        try:
+            self._merge(rows)
+        except BaseException:
+            self._buffer = rows + self._buffer  # still journaled: retried at the next flush or start
+            raise
         self.journal.clear()
         return len(rows)
 
@@ -325,7 +329,10 @@ class Recorder:
         while not self._stopping:
             await asyncio.sleep(self.heartbeat_seconds)
             if time.monotonic() - last_flush >= self.flush_seconds:
-                self.flush()
+                try:
+                    self.flush()
+                except Exception as err:  # noqa: BLE001 - keep recording; the rows stay journaled
+                    self.log(f"merging into the store failed ({type(err).__name__}: {err}); retrying")
                 last_flush = time.monotonic()
             # a replay clock (rate != 1) can change speed or jump: follow it at every heartbeat;
             # a real exchange's clock is re-anchored twice a minute

@@ -501,3 +501,27 @@ def test_replay_server_command_serves_streams(source, tmp_path):
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0 and "stopped" in out
+
+
+def test_a_failed_merge_keeps_the_rows_for_the_next_flush(tmp_path):
+    """The store refuses a write (a corrupt file in the way): rows stay buffered and journaled,
+    and land once the file is fixed."""
+    store = Store(tmp_path)
+    ex = ccxt.pro.binanceusdm()
+    _markets(ex, 1.0, {"BTCUSDT": BTC})
+    rec = Recorder(store, [(EX, ex)], poll_timeframe="", log=lambda line: None)
+    msg = {"e": "forceOrder", "E": 2, "o": {"s": "BTCUSDT", "S": "SELL", "q": "2", "p": "10", "ap": "11",
+                                           "X": "FILLED", "l": "2", "z": "2", "T": 1}}
+    for row in normalise_message(EX, ex, msg):
+        rec._record({"t": "liq", "exchange": EX, **row.to_json()})
+    path = store.path(DatasetKey(EX, BTC, "liquidations"))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not parquet")
+    with pytest.raises(UserError, match="corrupt"):
+        rec.flush()
+    assert len(rec.journal.read()) == 1
+    path.unlink()
+    assert rec.flush() == 1 and rec.journal.read() == []
+    f = store.read(DatasetKey(EX, BTC, "liquidations"))
+    assert (f["side"].tolist(), f["amount"].tolist(), f["price"].tolist()) == (["long"], [2.0], [11.0])
+    rec.journal.close()
