@@ -386,7 +386,16 @@ class StreamServer:
 
 def stream_server_for(stores: Sequence[Store], clock: Clock, exchange: str = "binanceusdm",
                       **kwargs: Any) -> StreamServer:
-    """:meth:`StreamServer.from_stores` (the hook ``cascade replay-server --stream-port`` uses)."""
+    """:meth:`StreamServer.from_stores` for ``cascade replay-server --stream-port``.
+
+    When no liquidations of ``exchange`` itself are stored (the bundled sample holds OKX and
+    Hyperliquid events only), the other venues' events stand in, under the Binance market of the
+    same base/quote, so the replay still has liquidations to stream.
+    """
+    if "liquidation_exchanges" not in kwargs:
+        venues = {k.exchange for st in stores if st.root.is_dir() for k in st.keys() if k.kind == "liquidations"}
+        if exchange not in venues:
+            kwargs["liquidation_exchanges"] = sorted(venues)
     return StreamServer.from_stores(stores, clock, exchange, **kwargs)
 
 
