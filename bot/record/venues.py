@@ -49,18 +49,25 @@ OI_TIMEFRAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _rows(items: list[dict], contract_size: float) -> list[tuple[int, float, float]]:
-    out = []
+def open_interest_frame(exchange: Any, symbol: str, items: Sequence[dict]) -> pd.DataFrame:
+    """ccxt open-interest structures -> store rows indexed by integer ms (the exchange's order).
+
+    ``open_interest`` is in the base currency: ccxt's ``openInterestAmount`` is in *contracts*,
+    so it is multiplied by the market's contract size (0.01 BTC for OKX's BTC-USDT-SWAP, 1 for
+    Binance and Bybit linear perpetuals). ``open_interest_value`` is ccxt's USD value (NaN when the
+    venue does not send one, as Bybit's history).
+    """
+    size = float(exchange.market(symbol).get("contractSize") or 1.0)
+    times, amounts, values = [], [], []
     for it in items:
-        t = it.get("timestamp")
-        amount = it.get("openInterestAmount")
-        value = it.get("openInterestValue")
-        if t is None:
+        if it.get("timestamp") is None:
             continue
-        a = float(amount) * contract_size if amount is not None else np.nan
-        v = float(value) if value is not None else np.nan
-        out.append((int(t), a, v))
-    return out
+        amount, value = it.get("openInterestAmount"), it.get("openInterestValue")
+        times.append(int(it["timestamp"]))
+        amounts.append(float(amount) * size if amount is not None else np.nan)
+        values.append(float(value) if value is not None else np.nan)
+    return pd.DataFrame({"open_interest": amounts, "open_interest_value": values},
+                        index=pd.Index(times, dtype="int64"), dtype=float)
 
 
 def fetch_open_interest_history(exchange: Any, symbol: str, timeframe: str, since_ms: int, until_ms: int,
@@ -78,8 +85,6 @@ def fetch_open_interest_history(exchange: Any, symbol: str, timeframe: str, sinc
         raise UserError(f"ccxt's {exchange.id} has no fetch_open_interest_history; record open interest instead")
     step = timeframe_ms(timeframe)
     limit = limit or PAGE_LIMITS.get(exchange.id, 100)
-    market = exchange.market(symbol)
-    size = float(market.get("contractSize") or 1.0) if exchange.id == "okx" else 1.0
     found: dict[int, tuple[float, float]] = {}
     t = since_ms
     requests = 0
@@ -88,7 +93,8 @@ def fetch_open_interest_history(exchange: Any, symbol: str, timeframe: str, sinc
         batch = exchange.fetch_open_interest_history(symbol, timeframe, since=t, limit=limit,
                                                      params={"until": window_end})
         requests += 1
-        for ts, a, v in _rows(batch, size):
+        page = open_interest_frame(exchange, symbol, batch)
+        for ts, a, v in zip(page.index.tolist(), page["open_interest"], page["open_interest_value"], strict=True):
             if since_ms <= ts < until_ms:
                 found[ts] = (a, v)
         t = window_end + 1
