@@ -7,7 +7,7 @@ and, for the calibration, the map's modelled consumption ``liq_consumed_long`` /
 
 Every value at bar k uses bars ≤ k only (the realised sums of bar k are known at its close, like
 the map's consumption), and every "distribution" is past-only: the trailing window
-``(t_k − W, t_k)`` **excludes** bar k itself. So a prefix of the frame gives a prefix of the
+``[t_k − W, t_k)`` **excludes** bar k itself. So a prefix of the frame gives a prefix of the
 features, exactly.
 
 Columns of :func:`realised_features`:
@@ -28,7 +28,8 @@ Columns of :func:`realised_features`:
   trailing sum of modelled consumption, over the covered bars of the window **including** bar k
   (both are known at its close); NaN until ``min_history`` covered bars or while the model
   consumed nothing. ``liq_calib_rank`` = Spearman rank correlation of modelled vs realised
-  per-bar totals over the same window (ranks computed inside the window). And
+  per-bar totals over the same window (ranks computed inside the window; re-evaluated every
+  ``calibration_rank_hours`` and held in between). And
   ``liq_consumed_long_cal``, ``liq_consumed_short_cal`` = the model's consumption × the *previous*
   bar's calibration ratio (the map rescaled to what venues report, never with this bar's own
   realised value in the scale).
@@ -69,6 +70,9 @@ class RealisedParams(BaseModel):
     """Covered bars needed in the window before a percentile/quantile/ratio is reported."""
     calibration_days: float = Field(default=30.0, gt=0.0)
     """Trailing window of the map-vs-reality calibration."""
+    calibration_rank_hours: float = Field(default=24.0, ge=0.0)
+    """The rolling rank correlation is re-evaluated on bars opening on this epoch-aligned grid and
+    held in between (0 = every bar); each evaluation costs O(window)."""
 
 
 def has_realised(frame: pd.DataFrame) -> bool:
@@ -77,32 +81,19 @@ def has_realised(frame: pd.DataFrame) -> bool:
             and bool(frame["liq_long_usd"].notna().any()))
 
 
-def _window_starts(times_ns: np.ndarray, window_ns: int) -> np.ndarray:
-    """First position inside ``(t_k − W, t_k]`` for every k."""
-    return np.searchsorted(times_ns, times_ns - window_ns, side="right")
-
-
-def _past_stats(values: np.ndarray, starts: np.ndarray, q: float, min_history: int,
+def _past_stats(values: pd.Series, window: pd.Timedelta, q: float, min_history: int,
                 nonzero: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per bar: (share of past covered values ≤ current, ``q`` quantile of the past — of its
-    non-zero values with ``nonzero``), window ``[starts[k], k)``; NaN where the current value is
-    NaN or fewer than ``min_history`` values exist."""
-    n = values.shape[0]
-    pct = np.full(n, np.nan)
-    qua = np.full(n, np.nan)
-    for k in range(n):
-        v = values[k]
-        if not math.isfinite(v):
-            continue
-        past = values[starts[k]:k]
-        past = past[np.isfinite(past)]
-        if past.size < min_history:
-            continue
-        pct[k] = float(np.count_nonzero(past <= v)) / past.size
-        pool = past[past > 0] if nonzero else past
-        if pool.size >= min_history:
-            qua[k] = float(np.quantile(pool, q))
-    return pct, qua
+    """Per bar: (share of past covered values ≤ current, ``q`` (linear) quantile of the past — of
+    its non-zero values with ``nonzero``), over the window ``[t − W, t)``; NaN where the current
+    value is NaN or fewer than ``min_history`` values exist. Rolling skip-lists: O(n log w), and
+    causal, so a prefix gives a prefix."""
+    count = values.rolling(window, closed="left").count()
+    at_most = values.rolling(window, closed="both").rank(method="max")  # [t − W, t]: with the bar itself
+    current = values.notna()
+    pct = ((at_most - 1.0) / count).where(current & (count >= min_history))
+    pool = values.where(values > 0) if nonzero else values
+    qua = pool.rolling(window, closed="left", min_periods=min_history).quantile(q).where(current & (count >= min_history))
+    return pct.to_numpy(dtype=np.float64), qua.to_numpy(dtype=np.float64)
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -143,12 +134,13 @@ def realised_features(frame: pd.DataFrame, params: RealisedParams = RealisedPara
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(total > 0, long_ / total, np.nan)
 
-    starts = _window_starts(times, int(params.window_days * 86_400e9))
+    window = pd.Timedelta(params.window_days, "D")
     out: dict[str, np.ndarray] = {"liq_real_long": long_, "liq_real_short": short, "liq_real_total": total,
                                   "liq_real_long_share": share}
     flags = {}
     for name, values in (("long", long_), ("short", short), ("total", total)):
-        pct, qua = _past_stats(values, starts, params.cascade_quantile, params.min_history, params.cascade_nonzero)
+        series = pd.Series(values, index=frame.index)
+        pct, qua = _past_stats(series, window, params.cascade_quantile, params.min_history, params.cascade_nonzero)
         out[f"liq_real_{name}_pct"] = pct
         if name != "total":
             flag = np.where(np.isfinite(qua), ((values > qua) & (values > 0)).astype(float), np.nan)
@@ -172,27 +164,33 @@ def _calibration(times: np.ndarray, covered: np.ndarray, r_long: np.ndarray, r_s
     n = times.shape[0]
     ok = covered & np.isfinite(m_long) & np.isfinite(m_short)
     starts = np.searchsorted(times, times - int(params.calibration_days * 86_400e9), side="right")
-    ratio = {s: np.full(n, np.nan) for s in ("long", "short", "total")}
-    rank = np.full(n, np.nan)
-    # prefix sums over covered bars: window sums are exact differences of the same prefix
-    # values whatever the frame's length (prefix-stable), computed in order
-    pairs = {"long": (r_long, m_long), "short": (r_short, m_short),
-             "total": (r_long + r_short, m_long + m_short)}
-    cums = {s: (np.concatenate([[0.0], np.cumsum(np.where(ok, r, 0.0))]),
-                np.concatenate([[0.0], np.cumsum(np.where(ok, m, 0.0))])) for s, (r, m) in pairs.items()}
+    # window sums as differences of prefix sums over covered bars: the prefix values do not
+    # depend on the frame's length (prefix-stable), and an all-zero window differences to 0 exactly
     count = np.concatenate([[0], np.cumsum(ok)])
+    enough = (count[1:] - count[starts]) >= params.min_history
+    pairs = {"long": (r_long, m_long), "short": (r_short, m_short), "total": (r_long + r_short, m_long + m_short)}
+    ratio = {}
+    for side, (r, m) in pairs.items():
+        cum_r = np.concatenate([[0.0], np.cumsum(np.where(ok, r, 0.0))])
+        cum_m = np.concatenate([[0.0], np.cumsum(np.where(ok, m, 0.0))])
+        real, model = cum_r[1:] - cum_r[starts], cum_m[1:] - cum_m[starts]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio[side] = np.where(enough & (model > 0), real / np.where(model > 0, model, 1.0), np.nan)
+    # the rank correlation (ranks inside the window) is O(window) per evaluation: evaluated on the
+    # bars opening on the calibration_rank_hours grid (epoch-aligned, so the same bars for any
+    # slice) and held until the next one — still past-only
+    rank = np.full(n, np.nan)
     r_tot, m_tot = pairs["total"]
+    step = int(params.calibration_rank_hours * 3_600e9)
+    grid = np.flatnonzero(times % step == 0) if step > 0 else np.arange(n)
+    last = np.nan
+    g = 0
     for k in range(n):
-        lo = starts[k]
-        if count[k + 1] - count[lo] < params.min_history:
-            continue
-        for s in ratio:
-            real = cums[s][0][k + 1] - cums[s][0][lo]
-            model = cums[s][1][k + 1] - cums[s][1][lo]
-            if model > 0:
-                ratio[s][k] = real / model
-        sel = ok[lo:k + 1]
-        rank[k] = _spearman(m_tot[lo:k + 1][sel], r_tot[lo:k + 1][sel])
+        if g < grid.size and grid[g] == k:
+            g += 1
+            lo = starts[k]
+            last = _spearman(m_tot[lo:k + 1][ok[lo:k + 1]], r_tot[lo:k + 1][ok[lo:k + 1]]) if enough[k] else np.nan
+        rank[k] = last
     prev_long = np.r_[np.nan, ratio["long"][:-1]]
     prev_short = np.r_[np.nan, ratio["short"][:-1]]
     return {"liq_calib_long": ratio["long"], "liq_calib_short": ratio["short"], "liq_calib_total": ratio["total"],

@@ -22,7 +22,8 @@ from strategies.features.realised import (
     realised_features,
 )
 
-P = RealisedParams(window_days=1.0, min_history=3, cascade_quantile=0.5, calibration_days=1.0, cascade_nonzero=False)
+P = RealisedParams(window_days=1.0, min_history=3, cascade_quantile=0.5, calibration_days=1.0, cascade_nonzero=False,
+                   calibration_rank_hours=0.0)
 
 
 def _frame(long_: list[float], short: list[float], **extra) -> pd.DataFrame:
@@ -74,6 +75,11 @@ def test_hand_computed_calibration():
     ry = pd.Series([5.0, 10.0, 5.0, 30.0]).rank()
     assert out["liq_calib_rank"].iloc[3] == pytest.approx(np.corrcoef(mx, ry)[0, 1], rel=1e-12)
     assert set(CALIBRATION_COLUMNS) <= set(out.columns)
+    # on a 2-hour grid: evaluated at 02:00 (bars 0..2) and held at 03:00
+    held = realised_features(f, P.model_copy(update={"calibration_rank_hours": 2.0}))
+    mx2, ry2 = pd.Series([10.0, 20.0, 0.0]).rank(), pd.Series([5.0, 10.0, 5.0]).rank()
+    assert held["liq_calib_rank"].iloc[2] == pytest.approx(np.corrcoef(mx2, ry2)[0, 1], rel=1e-12)
+    assert held["liq_calib_rank"].iloc[3] == held["liq_calib_rank"].iloc[2]
 
 
 def _assert_prefix(frame: pd.DataFrame, params: RealisedParams, cuts: list[int], with_map: bool) -> None:
@@ -114,3 +120,43 @@ def test_prefix_okx_events_on_minute_bars():
         assert out["liq_real_total"].sum() == pytest.approx(ev["value"].sum(), rel=1e-12)
         assert out["liq_real_long"].sum() == pytest.approx(ev.loc[ev["side"] == "long", "value"].sum(), rel=1e-12)
         assert (out["liq_cascade_long"].eq(1.0) | out["liq_cascade_short"].eq(1.0)).sum() > 0
+
+
+def _reference_past_stats(values: np.ndarray, times_ns: np.ndarray, window_ns: int, q: float, min_history: int,
+                          nonzero: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Independent plain loop: window [t − W, t) per bar, NumPy's linear quantile."""
+    starts = np.searchsorted(times_ns, times_ns - window_ns, side="left")
+    pct, qua = np.full(len(values), np.nan), np.full(len(values), np.nan)
+    for k, v in enumerate(values):
+        past = values[starts[k]:k]
+        past = past[np.isfinite(past)]
+        if not math.isfinite(v) or past.size < min_history:
+            continue
+        pct[k] = np.count_nonzero(past <= v) / past.size
+        pool = past[past > 0] if nonzero else past
+        if pool.size >= min_history:
+            qua[k] = np.quantile(pool, q)
+    return pct, qua
+
+
+@pytest.mark.parametrize("nonzero", [True, False])
+def test_rolling_percentile_and_cascade_match_a_plain_loop(nonzero):
+    frame = load_sample_frame("BTC/USDT:USDT", "5m", pd.Timestamp("2025-05-20", tz="UTC"),
+                              pd.Timestamp("2025-06-01", tz="UTC"))
+    params = RealisedParams(window_days=0.5, min_history=6, cascade_nonzero=nonzero, cascade_quantile=0.9)
+    out = realised_features(frame, params)
+    times = frame.index.as_unit("ns").asi8
+    for side in ("long", "short"):
+        v = out[f"liq_real_{side}"].to_numpy()
+        pct, qua = _reference_past_stats(v, times, int(0.5 * 86_400e9), 0.9, 6, nonzero)
+        np.testing.assert_allclose(out[f"liq_real_{side}_pct"], pct, rtol=0, atol=1e-15)
+        flag = np.where(np.isfinite(qua), ((v > qua) & (v > 0)).astype(float), np.nan)
+        np.testing.assert_array_equal(out[f"liq_cascade_{side}"].to_numpy(), flag)
+    assert out["liq_real_short_pct"].notna().sum() > 50
+
+
+def test_window_boundary_includes_the_bar_exactly_w_before():
+    """[t − W, t): with W = 3 h, bar 3 sees bars 0, 1, 2."""
+    f = _frame([1.0, 2.0, 3.0, 2.5], [0.0] * 4)
+    out = realised_features(f, RealisedParams(window_days=3 / 24, min_history=3, cascade_nonzero=False))
+    assert out["liq_real_long_pct"].iloc[3] == 2 / 3
