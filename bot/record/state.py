@@ -172,3 +172,18 @@ def read_status(data_dir: Path | str) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
         return None
+
+
+def coverage(data_dir: Path | str) -> list[dict]:
+    """Per recorded venue: its stream, last message/event, number and total length of known gaps,
+    and whether a recorder is running (what ``data-info`` can show beside the datasets)."""
+    status = read_status(data_dir) or {}
+    gaps = read_gaps(data_dir)
+    running = RecorderLock.held(data_dir)
+    out = []
+    for venue, v in sorted((status.get("venues") or {}).items()):
+        mine = [g for g in gaps if g.get("exchange") == venue]
+        out.append({"exchange": venue, "stream": v.get("stream"), "running": running,
+                    "last_message": v.get("last_message"), "last_event": v.get("last_event"),
+                    "gaps": len(mine), "gap_seconds": round(sum(g.get("seconds", 0.0) for g in mine), 3)})
+    return out

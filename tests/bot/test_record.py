@@ -25,7 +25,7 @@ from bot.errors import UserError
 from bot.record.client import make_pro_exchange
 from bot.record.normalise import normalise_message
 from bot.record.recorder import Recorder
-from bot.record.state import RecorderLock, read_gaps, read_status
+from bot.record.state import RecorderLock, coverage, read_gaps, read_status
 from bot.replay.server import ReplayClock, ReplayServer
 from bot.replay.stream import StreamServer
 from bot.store import DatasetKey, Store
@@ -236,6 +236,8 @@ def test_recorder_stores_every_served_event_once_and_logs_the_disconnect_gap(sou
     status = read_status(out.root)
     assert status["stopped"] and status["venues"][EX]["rows"] == len(served) and status["venues"][EX]["reconnects"] == 1
     assert 550 < running["venues"][EX]["clock_rate"] < 650  # replay speed detected from fetch_time
+    (cov,) = coverage(out.root)
+    assert (cov["exchange"], cov["gaps"], cov["running"]) == (EX, 1, False) and cov["gap_seconds"] == gap["seconds"]
 
 
 def test_record_command_survives_sigkill_without_loss_or_duplicates(source, tmp_path):
