@@ -28,7 +28,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -349,12 +348,10 @@ class Recorder:
             prev = (previous.get("venues") or {}).get(venue.id)
             if not prev:
                 continue
-            since = prev.get("down_since_ms") if prev.get("down_since_ms") is not None else prev.get("alive_ms")
-            if since is not None:
-                venue.down_since = int(since)
-                venue.down_reason = prev.get("down_reason") or "recorder down"
-                if prev.get("down_since_ms") is None:
-                    venue.down_reason = "recorder down"
+            if prev.get("down_since_ms") is not None:  # it was already disconnected when it stopped
+                venue.down_since, venue.down_reason = int(prev["down_since_ms"]), prev.get("down_reason") or "disconnect"
+            elif prev.get("alive_ms") is not None:
+                venue.down_since, venue.down_reason = int(prev["alive_ms"]), "recorder down"
 
     async def run(self, stop: asyncio.Event, duration: float | None = None) -> None:
         """Record until ``stop`` is set (or ``duration`` seconds pass), then flush and close."""
@@ -401,11 +398,3 @@ def _float(x: Any) -> float:
     except (TypeError, ValueError):
         return math.nan
 
-
-def gap_frame(data_dir: Path | str) -> pd.DataFrame:
-    """Known gaps as a frame (``exchange, stream, start, end, seconds, reason``)."""
-    from bot.record.state import read_gaps
-
-    gaps = read_gaps(data_dir)
-    cols = ["exchange", "stream", "start", "end", "seconds", "reason"]
-    return pd.DataFrame([{c: g.get(c) for c in cols} for g in gaps], columns=cols)
