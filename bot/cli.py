@@ -37,6 +37,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("liqmap", "bot.commands.liqmap", "liqmap"),
     ("replay-server", "bot.commands.replay", "replay_server"),
     ("strategies", "bot.commands.strategies", "strategies"),
+    ("record", "bot.commands.record", "record"),
 )
 
 

@@ -106,6 +106,18 @@ class ReplayConfig(_Section):
     read_timeout: float = Field(default=10.0, gt=0)
 
 
+class RecordConfig(_Section):
+    """`cascade record`: venues, symbols and polling of the liquidation recorder."""
+
+    venues: tuple[Literal["binanceusdm", "bybit", "okx"], ...] = ("binanceusdm",)
+    symbols: tuple[str, ...] = ("BTC/USDT:USDT", "ETH/USDT:USDT")
+    poll_interval: str = "1m"
+    flush_seconds: float = Field(default=2.0, gt=0)
+    max_backoff_seconds: float = Field(default=60.0, gt=0)
+    exchange_url: str = ""
+    ws_url: str = ""
+
+
 class Config(_Section):
     """The whole configuration file."""
 
@@ -115,6 +127,7 @@ class Config(_Section):
     backtest: BacktestConfig = BacktestConfig()
     risk: RiskConfig = RiskConfig()
     replay: ReplayConfig = ReplayConfig()
+    record: RecordConfig = RecordConfig()
     liqmap: LiqMapParams = LiqMapParams()
     """The liquidation-map estimator (``cascade liqmap``, the report, and every strategy that uses it)."""
     strategies: dict[str, Any] = Field(default_factory=dict)

@@ -92,6 +92,8 @@ def liqmap(
     config: Annotated[Path | None, typer.Option("--config", help="Config file (default ./config.toml).")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data directory (overrides \\[data] dir).")] = None,
     exchange: Annotated[str | None, typer.Option("--exchange", help="ccxt exchange id (overrides \\[data] exchange).")] = None,
+    venues: Annotated[str | None, typer.Option("--venues", help="Sum the map over these venues, each on its own open "
+                                               "interest (e.g. binanceusdm,bybit,okx,hyperliquid).")] = None,
 ) -> None:
     """Estimate the liquidation map; write the heatmap (HTML + PNG) and print the asymmetry."""
     cfg = load_config(config)
@@ -127,9 +129,17 @@ def liqmap(
                       "(relative magnitudes only)")
 
     positions = np.unique(np.concatenate([first_shown + heatmap_positions(len(shown), 400), [at_pos]]))
+    breakdown = None
     with console.status(f"estimating the liquidation map over {len(frame):,} bars …"), \
             compile_notice("the liquidation-map estimator"):
-        features, snapshot = compute_liquidation_map(frame, params, positions)
+        if venues:  # one estimator per venue, summed (strategies/features/venues.py)
+            from bot.record.venues import venue_liquidation_map
+
+            features, snapshot, breakdown = venue_liquidation_map(
+                data_dir, [v.strip() for v in venues.split(",") if v.strip()], frame, symbol, timeframe, params,
+                positions, cfg.data.use_sample, at=at_pos, note=lambda line: console.print(f"[yellow]note:[/] {line}"))
+        else:
+            features, snapshot = compute_liquidation_map(frame, params, positions)
     at_time = frame.index[at_pos]
     row = features.iloc[at_pos]
     close = float(frame["close"].iloc[at_pos])
@@ -165,6 +175,8 @@ def liqmap(
                           f"{_usd(size)}")
         else:
             console.print(f"nearest dense cluster {word}: none within {params.range_pct:g} %")
+    if breakdown is not None:
+        console.print(breakdown.map(_usd).to_string())
     written = [str(p) for p in (html_path, png_path) if p is not None]
     console.print("wrote " + ", ".join(written))
 
@@ -179,6 +191,8 @@ def liqmap(
             "pull_asym": _num(row["liq_pull_asym"]),
             "cluster_up": {"dist": _num(row["liq_cluster_up_dist"]), "size_usd": _num(row["liq_cluster_up_size"])},
             "cluster_dn": {"dist": _num(row["liq_cluster_dn_dist"]), "size_usd": _num(row["liq_cluster_dn_size"])},
+            "venues": None if breakdown is None else {v: {k: _num(x) for k, x in r.items()}
+                                                      for v, r in breakdown.to_dict("index").items()},
             "html": None if html_path is None else str(html_path),
             "png": None if png_path is None else str(png_path),
         }

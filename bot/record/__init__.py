@@ -1,0 +1,1 @@
+"""Recording realised liquidations, open interest and funding from exchange streams (`cascade record`)."""
