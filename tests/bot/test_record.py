@@ -48,7 +48,9 @@ def source(tmp_path_factory) -> Store:
         liq = DatasetKey("okx", sym, "liquidations")
         store.write(liq, sample.read(liq))
         oi = DatasetKey("hyperliquid", sym.replace("USDT", "USDC"), "open_interest", "1h")
-        store.write(oi, sample.read(oi).iloc[-200:])  # the replay serves it as Binance's open interest
+        store.write(oi, sample.read(oi).iloc[-200:])
+        # the replay serves a dataset only under the exchange it came from: the same values as Binance's
+        store.write(DatasetKey(EX, sym, "open_interest", "1h"), sample.read(oi).iloc[-200:])
     return store
 
 
