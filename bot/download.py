@@ -51,6 +51,7 @@ import pandas as pd
 
 from bot.atomic import atomic_write_text
 from bot.errors import UserError
+from bot.record.venues import open_interest_frame
 from bot.store import EVENT_KINDS, DatasetInfo, DatasetKey, Store, subtract_ranges, validate_series
 from bot.timeframes import timeframe_ms
 from bot.validation import repair
@@ -425,9 +426,8 @@ class Downloader:
                 frame["mark_price"] = [float(m) if m not in (None, "") else float("nan") for m in marks]
             return frame
         rows = self._call(what, ex.fetch_open_interest_history, symbol, key.timeframe, cursor, limit, params)
-        return pd.DataFrame({"open_interest": [r.get("openInterestAmount") for r in rows],
-                             "open_interest_value": [r.get("openInterestValue") for r in rows]},
-                            index=pd.Index([int(r["timestamp"]) for r in rows], dtype="int64"), dtype=float)
+        # in base units: OKX counts contracts of 0.01 BTC, Binance and Bybit of one coin
+        return open_interest_frame(ex, symbol, rows)
 
 
 # -- leverage brackets -------------------------------------------------------------------------
