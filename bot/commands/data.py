@@ -123,5 +123,10 @@ def data_info(
             console.print(f"[red]problem:[/] {label}: {line}")
     if any(i.problems for i in infos) and not repair:
         console.print("run 'cascade data-info --repair' to drop/clip the bad rows (each change is reported)")
+    from bot.record.state import coverage
+
+    for c in coverage(root):  # what `cascade record` has written here (details: cascade record --status)
+        console.print(f"recorded: {c['exchange']} {c['stream']} — last message {c['last_message'] or 'none'}, "
+                      f"{c['gaps']} known gap(s) ({c['gap_seconds']:.0f} s){', recorder running' if c['running'] else ''}")
     if as_json:
         print(json.dumps([i.to_json() for i in infos]))
