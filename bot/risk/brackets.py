@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numba as nb
 import numpy as np
@@ -51,6 +52,16 @@ def maintenance_amounts(floor: np.ndarray, mmr: np.ndarray) -> np.ndarray:
     return np.round(cum, 6)
 
 
+class BracketTable(NamedTuple):
+    """One symbol's tiers as the tuple of read-only float arrays the numba functions take."""
+
+    floor: np.ndarray
+    cap: np.ndarray
+    mmr: np.ndarray
+    cum: np.ndarray
+    max_leverage: np.ndarray
+
+
 @dataclass(frozen=True)
 class Brackets:
     """One symbol's tiers as parallel float arrays (the form the numba functions take)."""
@@ -62,6 +73,11 @@ class Brackets:
     mmr: np.ndarray
     max_leverage: np.ndarray
     cum: np.ndarray
+
+    @property
+    def table(self) -> BracketTable:
+        """Return the arrays as a `BracketTable` (what `bot.core` takes)."""
+        return BracketTable(self.floor, self.cap, self.mmr, self.cum, self.max_leverage)
 
     def tier(self, notional: float) -> int:
         """Return the 1-based tier number of ``notional``."""
