@@ -25,7 +25,7 @@ takes one and returns the next, so the engines and the live runner share one pur
 
 >>> from bot.config import MarketCosts, RiskConfig
 >>> from bot.risk.params import risk_params
->>> p = risk_params(RiskConfig(), MarketCosts())
+>>> p = risk_params(RiskConfig(daily_loss=0.5), MarketCosts())
 >>> s = new_state(10_000.0, 0)
 >>> s, code = update_state(s, 8_400.0, 3_600, p)  # 16 % below the peak
 >>> int(code)

@@ -197,6 +197,73 @@ def test_a_gap_through_stop_and_liquidation_liquidates(engine: str) -> None:
     assert result.trades["exit_reason"].tolist() == ["liquidation"]
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("side", [1, -1])
+def test_liquidation_price_inside_the_entry_bar_liquidates(engine: str, side: int) -> None:
+    # methods.md §D.3.2: entry and liquidation in one bar → liquidation (the worst case), even though the
+    # 95,000 stop lies before LP (90,361.45) and would fill first in any later bar
+    rows = [FLAT, (P, 100_200.0, 90_300.0, 91_000.0), (91_000.0,) * 4]
+    rows = rows if side > 0 else mirror(rows)
+    frame = frame_of(rows)
+    result = run(engine, frame, signals_of(frame, [side] * 3, stop=95_000.0 if side > 0 else flip(95_000.0)))
+    (trade,) = result.trades.itertuples()
+    assert (trade.entry_bar, trade.exit_bar, trade.exit_reason) == (1, 1, "liquidation")
+    # booked at the bankruptcy price 100,000 ∓ 1,000 / 0.1: the whole 1,000 margin is lost (a stop would
+    # have lost 500)
+    assert trade.exit_price == pytest.approx(P - side * 10_000.0, rel=1e-12)
+    assert trade.pnl == pytest.approx(-1_000.0, abs=1e-9)
+    assert result.final_equity == pytest.approx(9_000.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_funding_that_moves_the_liquidation_price_re_clamps_the_stop(engine: str) -> None:
+    # long 0.1 @ 100,000, 1,000 margin, LP 90,361.45: the 91,000 stop is inside the buffer limit
+    # LP + 5 %·(EP − LP) = 90,843.37 and kept. 0.5 % funding at bar 1's close takes 50: LP moves to
+    # 9,050 / (0.1·0.996) = 90,863.45, the limit to 90,863.45 + 0.05·9,136.55 = 91,320.28, past the stop:
+    # the stop is pulled up to 91,320.28 (§D.3.4) and bar 2's low of 91,100 fills it
+    rows = [FLAT, FLAT, (P, P, 91_100.0, 92_000.0), (92_000.0,) * 4]
+    frame = frame_of(rows, funding_rate=[np.nan, 0.005, np.nan, np.nan])
+    result = run(engine, frame, signals_of(frame, [1] * 4, stop=91_000.0))
+    (trade,) = result.trades.itertuples()
+    assert (trade.exit_bar, trade.exit_reason) == (2, "stop")
+    assert trade.stop == 91_000.0  # the stop at the entry
+    assert trade.exit_price == pytest.approx(91_320.28112449798, rel=1e-12)
+    assert trade.funding == pytest.approx(-50.0, abs=1e-9)
+    assert trade.pnl == pytest.approx(0.1 * (91_320.28112449798 - P) - 50.0, abs=1e-9)  # −917.97
+
+
+# -- Who owns the stop ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("side", [1, -1])
+def test_risk_stop_mode_replaces_the_strategy_stop(engine: str, side: int) -> None:
+    rows = STOP_ROWS if side > 0 else mirror(STOP_ROWS)
+    frame = frame_of(rows)
+    signals = signals_of(frame, [side] * 4, stop=93_000.0 if side > 0 else flip(93_000.0))
+    # risk.stop = "strategy": the strategy's 93,000 stop is never touched, the trade runs to the end
+    (trade,) = run(engine, frame, signals).trades.itertuples()
+    assert (trade.exit_reason, trade.stop) == ("end", 93_000.0 if side > 0 else flip(93_000.0))
+    # risk.stop = "fixed_pct": 2 % from the 100,000 fill replaces it; bar 2's low 97,000 stops at 98,000
+    fixed = RiskConfig(sizing="fixed_fraction", fixed_fraction=1.0, max_leverage=10.0, stop="fixed_pct",
+                       stop_pct=0.02, **NO_PROTECTIONS)
+    (trade,) = run(engine, frame, signals, risk=fixed).trades.itertuples()
+    expected = 98_000.0 if side > 0 else flip(98_000.0)
+    assert (trade.exit_bar, trade.exit_reason, trade.stop, trade.exit_price) == (2, "stop", expected, expected)
+    assert trade.pnl == pytest.approx(-200.0, abs=1e-9)
+    # without any strategy stop, fixed_pct still produces the stop exit; the strategy's take-profit
+    # is executed by the core in either mode
+    no_stop = signals_of(frame, [side] * 4, take_profit=101_500.0 if side > 0 else flip(101_500.0))
+    (trade,) = run(engine, frame, no_stop, risk=fixed).trades.itertuples()
+    assert (trade.exit_reason, trade.exit_price) == ("stop", expected)
+    rows2 = list(STOP_ROWS)
+    rows2[2] = (P, 102_000.0, 99_000.0, 101_000.0)
+    frame2 = frame_of(rows2 if side > 0 else mirror(rows2))
+    (trade,) = run(engine, frame2, signals_of(frame2, [side] * 4, take_profit=101_500.0 if side > 0 else
+                                              flip(101_500.0)), risk=fixed).trades.itertuples()
+    assert (trade.exit_reason, trade.exit_price) == ("take_profit", 101_500.0 if side > 0 else flip(101_500.0))
+
+
 # -- Stops, take-profits, gaps ----------------------------------------------------------------
 
 
