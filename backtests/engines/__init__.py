@@ -38,6 +38,7 @@ import pandas as pd
 
 from backtests.engines.common import (
     EQUITY_COLUMNS,
+    ContractError,
     TRADE_COLUMNS,
     RawRun,
     equity_frame,
@@ -46,7 +47,8 @@ from backtests.engines.common import (
 )
 from bot.config import BacktestConfig, CostsConfig, MarketCosts, RiskConfig
 
-__all__ = ["ENGINES", "EQUITY_COLUMNS", "TRADE_COLUMNS", "BacktestResult", "compile_fast_engine", "run_backtest"]
+__all__ = ["ENGINES", "EQUITY_COLUMNS", "TRADE_COLUMNS", "BacktestResult", "ContractError", "compile_fast_engine",
+           "run_backtest"]
 
 ENGINES = ("backtrader", "fast")
 

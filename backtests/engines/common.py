@@ -16,6 +16,7 @@ import pandas as pd
 
 from bot.config import BacktestConfig, CostsConfig, MarketCosts, RiskConfig
 from bot.core.state import Trade
+from bot.errors import UserError
 from bot.risk.brackets import DEFAULT_SYMBOL, Brackets, brackets_for
 from bot.risk.execution import EXIT_REASONS
 from bot.risk.params import RiskParams, risk_params
@@ -62,6 +63,11 @@ class Prepared:
 
     def __len__(self) -> int:
         return len(self.index)
+
+
+class ContractError(UserError, ValueError):
+    """The frame or a strategy's signals break their contract (docs/architecture.md): a ``ValueError``
+    for API callers, a `UserError` (one line, exit 2) on the command line."""
 
 
 def _frozen(values: np.ndarray, dtype: type = np.float64) -> np.ndarray:
@@ -118,7 +124,7 @@ def _check_target(target: np.ndarray, index: pd.DatetimeIndex) -> None:
     bad = np.isnan(target) | (np.abs(target) > 1.0)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"signals: target must be a number in [-1, 1] (exposure, sign = side, 0 = flat); "
+        raise ContractError(f"signals: target must be a number in [-1, 1] (exposure, sign = side, 0 = flat); "
                          f"found {target[i]} at {index[i]}: a strategy states exposure, not leverage "
                          "(leverage is [risk] max_leverage)")
 
@@ -127,25 +133,26 @@ def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig
             symbol: str | None = None, costs: MarketCosts | CostsConfig | None = None) -> Prepared:
     """Check the inputs and return the arrays both engines run on.
 
-    Raises ``ValueError`` with the fix when the frame or the signals break the contracts.
+    Raises `ContractError` (a ``ValueError``) with the fix when the frame or the signals break the
+    contracts.
     """
     missing = [c for c in ("open", "high", "low", "close") if c not in frame.columns]
     if missing:
-        raise ValueError(f"frame lacks column(s) {', '.join(missing)}; the frame contract needs open high low close")
+        raise ContractError(f"frame lacks column(s) {', '.join(missing)}; the frame contract needs open high low close")
     if len(frame) == 0:
-        raise ValueError("frame is empty; select a period with bars")
+        raise ContractError("frame is empty; select a period with bars")
     if not isinstance(frame.index, pd.DatetimeIndex) or frame.index.tz is None:
-        raise ValueError("frame index must be a UTC DatetimeIndex of bar open times")
+        raise ContractError("frame index must be a UTC DatetimeIndex of bar open times")
     if not frame.index.is_monotonic_increasing or frame.index.has_duplicates:
-        raise ValueError("frame index must be unique and increasing")
+        raise ContractError("frame index must be unique and increasing")
     if "target" not in signals.columns:
-        raise ValueError("signals lack the 'target' column; strategies return target, stop, take_profit")
+        raise ContractError("signals lack the 'target' column; strategies return target, stop, take_profit")
     if not signals.index.equals(frame.index):
-        raise ValueError("signals must be indexed like the frame (same bars); compute them on this frame "
+        raise ContractError("signals must be indexed like the frame (same bars); compute them on this frame "
                          "or slice both the same way")
     o, h, lo, c = (_frozen(_series(frame, name)) for name in ("open", "high", "low", "close"))
     if np.isnan(o + h + lo + c).any():  # one pass: a NaN anywhere survives the sum
-        raise ValueError("open/high/low/close contain NaN; drop or fill those bars first")
+        raise ContractError("open/high/low/close contain NaN; drop or fill those bars first")
     n = len(frame)
 
     def sig(name: str) -> np.ndarray:

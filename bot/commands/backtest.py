@@ -272,7 +272,7 @@ def _load_and_run(cfg: Config, overrides: dict[str, Any], console: Console) -> _
     from backtests.metrics import compute_stats
 
     with console.status(f"running the {bt.engine} engine on {len(frame):,} bars …"):
-        result = run_backtest(frame, signals, bt, cfg.risk, engine=bt.engine, symbol=data.symbol)
+        result = run_backtest(frame, signals, bt, cfg.risk, engine=bt.engine, symbol=data.symbol, costs=cfg.costs)
     return _Run(name, params, full, frame, signals, result, compute_stats(result, data.timeframe))
 
 
@@ -285,7 +285,8 @@ def _write_run(cfg: Config, run: _Run, overrides: dict[str, Any], no_report: boo
                  "from": bt.start, "to": bt.end, "first_bar": str(run.frame.index[0]),
                  "last_bar": str(run.frame.index[-1]), "n_bars": len(run.frame)}
     fingerprint = {"strategy": run.name, "params": pdict, "data": selection, "engine": bt.engine,
-                   "costs": [bt.initial_cash, bt.taker_fee, bt.slippage_bps], "risk": cfg.risk.model_dump(mode="json")}
+                   "costs": [bt.initial_cash, cfg.costs.for_symbol(data.symbol).model_dump()],
+                   "risk": cfg.risk.model_dump(mode="json")}
     now = datetime.now(UTC)
     final = _unique(Path(bt.results_dir) / run_id(run.name, fingerprint, now))
     snapshot = {"run_id": final.name, "created": now.isoformat(timespec="seconds"), "strategy": run.name,

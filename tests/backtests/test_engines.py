@@ -18,6 +18,7 @@ from backtests.engines import (
 )
 from backtests.sample import load_sample_frame
 from bot.config import BacktestConfig, MarketCosts, RiskConfig
+from bot.errors import UserError
 from bot.risk.brackets import load_brackets
 from bot.risk.stops import average_true_range
 
@@ -144,8 +145,10 @@ def test_target_outside_the_contract_is_an_error(bad: float, shown: str) -> None
     # |target| > 1 would silently change the leverage, a NaN silently mean flat: both are refused
     frame = tiny_frame(5)
     signals = pd.DataFrame({"target": [0.0, 1.0, bad, 0.0, 0.0]}, index=frame.index)
-    with pytest.raises(ValueError, match=rf"target must be a number in \[-1, 1\].*found {shown} at 2025-01-01 02:00"):
+    with pytest.raises(ValueError, match=rf"target must be a number in \[-1, 1\].*found {shown} at 2025-01-01 02:00") \
+            as err:
         run_backtest(frame, signals, BacktestConfig(), RiskConfig(), engine="fast")
+    assert isinstance(err.value, UserError)  # the CLI prints it on one line and exits 2
 
 
 def test_costs_resolve_per_market_from_the_config_defaults() -> None:
