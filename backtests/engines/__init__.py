@@ -38,8 +38,8 @@ import pandas as pd
 
 from backtests.engines.common import (
     EQUITY_COLUMNS,
-    ContractError,
     TRADE_COLUMNS,
+    ContractError,
     RawRun,
     equity_frame,
     prepare,

@@ -9,6 +9,12 @@ protections, fill prices).
 Per bar: ``bar_open`` then ``bar_close`` (`bot.core.step`); or the pieces: `open_position`,
 `intrabar_exit`, `settle_funding`, `close_position`, `update_state`, `decide`, `end_price`.
 
+The core's functions are compiled with ``inline="always"``: numba then builds them into the fast
+kernel's loop, where the state stays in registers (as out-of-line calls they cost ~10x per bar).
+Brackets travel as a `BracketTable` of float tuples for the same reason. numba's on-disk cache keys a
+compiled function on its own file only: after editing `bot/core` or `bot/risk`, delete the stale
+``__pycache__/*.nbi``/``*.nbc`` files of the callers (e.g. ``backtests/engines``).
+
 >>> from bot.config import MarketCosts, RiskConfig
 >>> from bot.risk.brackets import load_brackets
 >>> p = risk_params(RiskConfig(sizing="fixed_fraction", fixed_fraction=1.0, max_leverage=10.0),

@@ -27,7 +27,7 @@ from bot.risk.protections import record_exit
 from bot.risk.stops import clamp_to_liquidation, entry_stop
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def open_position(p: RiskParams, br: BracketTable, acct: Account, intent: Intent, bar: int,
                   price: float) -> tuple[Position, Account]:
     """Open ``intent``'s position filled at ``price`` in bar ``bar``; return (position, account)."""
@@ -45,7 +45,7 @@ def open_position(p: RiskParams, br: BracketTable, acct: Account, intent: Intent
     return pos, acct
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def settle_funding(p: RiskParams, br: BracketTable, pos: Position, acct: Account, rate: float,
                    mark: float) -> tuple[Position, Account]:
     """Settle a funding ``rate`` at mark price ``mark`` on ``pos`` (nothing when flat or ``rate`` is NaN)."""
@@ -64,7 +64,7 @@ def settle_funding(p: RiskParams, br: BracketTable, pos: Position, acct: Account
     return pos, acct
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def close_position(p: RiskParams, pos: Position, acct: Account, bar: int, t: int, reason: int,
                    price: float) -> tuple[Account, Trade]:
     """Book the exit of ``pos`` for ``reason`` at ``price`` in bar ``bar`` (time ``t``); return (account, trade).
@@ -95,13 +95,13 @@ def close_position(p: RiskParams, pos: Position, acct: Account, bar: int, t: int
     return acct, trade
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def end_price(p: RiskParams, pos: Position, close: float) -> float:
     """Return the fill of the end-of-data close: a market order at the last close."""
     return market_fill(-pos.side, close, p.slippage)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def mark_equity(pos: Position, acct: Account, close: float) -> float:
     """Return the mark-to-market equity at ``close`` (last price): cash plus the open PnL."""
     if pos.side == 0:

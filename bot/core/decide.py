@@ -30,7 +30,7 @@ from bot.risk.sizing import entry_quantity
 from bot.risk.stops import stop_distance, tighter, trail_stop
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def next_stop(p: RiskParams, pos: Position, close: float, sig: Signal) -> Position:
     """Return ``pos`` with its stop for the next bar (trailed or tightened; see the module docstring)."""
     if pos.side == 0:
@@ -46,7 +46,7 @@ def next_stop(p: RiskParams, pos: Position, close: float, sig: Signal) -> Positi
                     pos.take_profit, pos.entry_bar, pos.entry_fee, pos.funding, pos.entry_equity)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def decide(p: RiskParams, br: BracketTable, pos: Position, acct: Account, state: int, equity: float,
            close: float, sig: Signal) -> tuple[Position, Account, Intent]:
     """Return (position with its next stop, account, the intent for the next open) at a bar close.

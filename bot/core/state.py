@@ -104,7 +104,7 @@ class Trade(NamedTuple):
     funding: float
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def make_bar(time: int, open_: float, high: float, low: float, close: float, mark_open: float = math.nan,
              mark_high: float = math.nan, mark_low: float = math.nan, funding_rate: float = math.nan,
              funding_mark: float = math.nan) -> Bar:
@@ -116,33 +116,33 @@ def make_bar(time: int, open_: float, high: float, low: float, close: float, mar
     return Bar(time, open_, high, low, close, mo, mh, ml, funding_rate, fm)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def make_signal(target: float, stop: float = math.nan, take_profit: float = math.nan, atr: float = math.nan,
                 volatility: float = math.nan) -> Signal:
     """Return a `Signal` with float fields."""
     return Signal(float(target), float(stop), float(take_profit), float(atr), float(volatility))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def flat_position() -> Position:
     """Return the flat position."""
     nan = math.nan
     return Position(0, 0.0, 0.0, 0.0, nan, nan, nan, nan, nan, 0, 0.0, 0.0, 0.0)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def new_account(cash: float, t: int) -> Account:
     """Return a fresh account holding ``cash`` whose protections start at time ``t``."""
     return Account(cash, 0.0, 0.0, 0, 0, 0, 0.0, 0, 0.0, new_state(cash, t))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def no_intent() -> Intent:
     """Return the intent that sends nothing."""
     return Intent(EXIT_NONE, 0, 0.0, math.nan, math.nan, math.nan, 0.0)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def no_trade() -> Trade:
     """Return the empty trade record (``reason == EXIT_NONE``)."""
     nan = math.nan

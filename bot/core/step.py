@@ -31,7 +31,7 @@ from bot.risk.params import RiskParams
 from bot.risk.protections import update_state
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def bar_open(p: RiskParams, br: BracketTable, pos: Position, acct: Account, intent: Intent, k: int,
              bar: Bar) -> tuple[Position, Account, Trade, bool, Trade]:
     """Run steps 1–3 of bar ``k``; return (position, account, exit at the open, entered, intrabar exit)."""
@@ -55,7 +55,7 @@ def bar_open(p: RiskParams, br: BracketTable, pos: Position, acct: Account, inte
     return pos, acct, exit_trade, entered, intrabar
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def bar_close(p: RiskParams, br: BracketTable, pos: Position, acct: Account, k: int, bar: Bar, last: bool,
               sig: Signal) -> tuple[Position, Account, Trade, float, int, Intent]:
     """Run steps 4–7 of bar ``k``; return (position, account, end-of-data trade, equity, risk state, intent)."""
