@@ -68,10 +68,13 @@ class BacktestResult:
         initial_cash: starting wallet balance.
         n_liquidations: positions liquidated.
         engine: ``"backtrader"`` or ``"fast"``.
+        costs: the market costs the run used (`bot.config.MarketCosts`).
     """
 
-    def __init__(self, raw: RawRun, index: pd.DatetimeIndex, initial_cash: float, engine: str) -> None:
+    def __init__(self, raw: RawRun, index: pd.DatetimeIndex, initial_cash: float, engine: str,
+                 costs: MarketCosts | None = None) -> None:
         self.raw = raw
+        self.costs = costs
         self.index = index
         self.final_equity = raw.final_equity
         self.initial_cash = initial_cash
@@ -120,7 +123,7 @@ def run_backtest(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestC
         from backtests.engines.fast import run_raw
     else:
         from backtests.engines.backtrader_engine import run_raw
-    return BacktestResult(run_raw(prepared), prepared.index, prepared.initial_cash, name)
+    return BacktestResult(run_raw(prepared), prepared.index, prepared.initial_cash, name, prepared.costs)
 
 
 def compile_fast_engine() -> float:

@@ -18,7 +18,7 @@ At each close, in this order:
 
 HALTED refuses new entries (an open position is flattened once, at the next open, with exit reason
 ``"protection"``). REDUCING keeps trading with new entries scaled by ``reduce_size_factor``. Every
-state can be left: locks end, peaks expire. (Live, a person may also clear a halt.)
+state can be left: locks end, peaks expire. (Live, a person may also clear a halt: `clear_halt`.)
 
 The state is an immutable `ProtectionState` (a named tuple numba keeps in registers): every function
 takes one and returns the next, so the engines and the live runner share one pure state machine.
@@ -119,6 +119,13 @@ def record_exit(s: ProtectionState, stopped_out: bool, t: int, p: RiskParams) ->
         halt_until = max(halt_until, t + p.cooldown)
         stopouts = 0
     return ProtectionState(s.peak, s.peak_time, s.day, s.day_start, s.last_equity, halt_until, stopouts)
+
+
+@nb.njit(cache=True)
+def clear_halt(s: ProtectionState, t: int) -> ProtectionState:
+    """Return ``s`` with every lock released at time ``t`` and the drawdown measured afresh (live: a
+    person clears a halt). The next `update_state` decides the state from there."""
+    return ProtectionState(s.last_equity, t, s.day, s.day_start, s.last_equity, t, 0)
 
 
 @nb.njit(cache=True)

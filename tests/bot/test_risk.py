@@ -35,6 +35,7 @@ from bot.risk.protections import (
     REDUCING,
     ProtectionState,
     allows,
+    clear_halt,
     entry_scale,
     new_state,
     record_exit,
@@ -333,6 +334,28 @@ def test_every_state_is_left_once_the_account_is_flat(equities: list[float], hal
     t = len(equities) * H + max(halt_h, lookback_h) * H + 86_400
     s, code = update_state(s, equities[-1], t, p)
     assert code == ACTIVE
+
+
+def test_a_person_can_clear_a_halt() -> None:
+    p = params(max_drawdown=0.25, reduce_drawdown=0.15, halt_duration="7d")
+    s, code = update_state(new_state(10_000.0, 0), 7_000.0, H, p)
+    assert code == HALTED
+    s = clear_halt(s, 2 * H)
+    s, code = update_state(s, 7_000.0, 2 * H, p)
+    assert code == ACTIVE and s.peak == 7_000.0
+
+
+def test_inconsistent_levels_exit_2_from_the_cli(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "config.toml"
+    bad.write_text("[risk]\nmax_drawdown = 0.1\nreduce_drawdown = 0.2\n")
+    proc = subprocess.run([sys.executable, "-m", "bot", "data-info", "--config", str(bad)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "reduce_drawdown (0.2) must be below max_drawdown (0.1)" in line
 
 
 def test_state_is_a_value() -> None:
