@@ -295,7 +295,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except ImportError as err:  # strategies not importable: fall back to the EMA cross
         print(f"strategies unavailable ({err}); using the EMA cross with ATR stops", file=sys.stderr)
         sig_name, signals = make_signals(frame, "ema")
-    fee, slip, cash = 0.0005, 1e-4, 10_000.0
+    from bot.config import CostsConfig
+
+    costs = CostsConfig().for_symbol(SYMBOL)  # the [costs] defaults for BTC: taker 0.05 %, 1 bp
+    fee, slip, cash = costs.taker_fee, costs.slippage_bps / 10_000.0, 10_000.0
     n = len(frame)
     call = (frame, signals, fee, slip, cash)
     print(f"{n:,} bars of {SYMBOL} {TIMEFRAME} ({frame.index[0]} → {frame.index[-1]}), signals: {sig_name}",

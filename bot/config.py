@@ -99,11 +99,16 @@ def _duration(value: str) -> str:
 Duration = Annotated[str, AfterValidator(_duration)]
 
 
+# the cost defaults, declared once (methods.md §D.3.6: Binance VIP0 taker; 2 bp unless a market says less)
+TAKER_FEE = 0.0005
+SLIPPAGE_BPS = 2.0
+
+
 class MarketCosts(_Section):
     """One market's trading costs: taker fee per side on notional, adverse slippage on market fills."""
 
-    taker_fee: float = Field(default=0.0005, ge=0, lt=0.05)
-    slippage_bps: float = Field(default=2.0, ge=0, lt=1000)
+    taker_fee: float = Field(default=TAKER_FEE, ge=0, lt=0.05)
+    slippage_bps: float = Field(default=SLIPPAGE_BPS, ge=0, lt=1000)
 
 
 class MarketCostsOverride(_Section):
@@ -125,8 +130,8 @@ class CostsConfig(_Section):
     symbols such as ``"BTC/USDT:USDT"`` or exchange ids such as ``"BTCUSDT"``).
     """
 
-    taker_fee: float = Field(default=0.0005, ge=0, lt=0.05)
-    slippage_bps: float = Field(default=2.0, ge=0, lt=1000)
+    taker_fee: float = Field(default=TAKER_FEE, ge=0, lt=0.05)
+    slippage_bps: float = Field(default=SLIPPAGE_BPS, ge=0, lt=1000)
     markets: dict[str, MarketCostsOverride] = Field(default_factory=lambda: {
         "BTC/USDT:USDT": MarketCostsOverride(slippage_bps=1.0),
         "ETH/USDT:USDT": MarketCostsOverride(slippage_bps=2.0),

@@ -17,7 +17,7 @@ from backtests.engines import (
     run_backtest,
 )
 from backtests.sample import load_sample_frame
-from bot.config import BacktestConfig, MarketCosts, RiskConfig
+from bot.config import BacktestConfig, MarketCosts, RiskConfig, parse_config
 from bot.errors import UserError
 from bot.risk.brackets import load_brackets
 from bot.risk.stops import average_true_range
@@ -164,6 +164,14 @@ def test_costs_resolve_per_market_from_the_config_defaults() -> None:
     own = prepare(frame, signals, BacktestConfig(), RiskConfig(), "ETH/USDT:USDT",
                   MarketCosts(taker_fee=0.0, slippage_bps=5.0))
     assert (own.params.taker_fee, own.params.slippage) == (0.0, 0.0005)
+    # a [costs] table: unlisted markets take its defaults, listed ones (unified or exchange id) override
+    cfg = parse_config({"costs": {"taker_fee": 0.0004, "slippage_bps": 3.0,
+                                  "markets": {"SOLUSDT": {"slippage_bps": 6.0}}}}).costs
+    assert cfg.for_symbol("SOL/USDT:USDT") == MarketCosts(taker_fee=0.0004, slippage_bps=6.0)
+    assert cfg.for_symbol("BTC/USDT:USDT") == MarketCosts(taker_fee=0.0004, slippage_bps=3.0)
+    result = run_backtest(frame, signals, BacktestConfig(), RiskConfig(), engine="fast", symbol="SOL/USDT:USDT",
+                          costs=cfg)
+    assert result.costs == MarketCosts(taker_fee=0.0004, slippage_bps=6.0)
 
 
 def test_compile_fast_engine_returns_seconds() -> None:
