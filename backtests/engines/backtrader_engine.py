@@ -10,7 +10,7 @@ fast engine. Pieces, each a standard backtrader extension point:
   settles price changes to cash at every close, so its value is the mark-to-market equity), taker fee
   on notional per fill. Isolated margins are not blocked in the broker's cash: the core keeps them.
 * `SignalTrader` — a thin ``bt.Strategy`` run with cheat-on-open. In ``next_open`` it calls
-  `bot.core.bar_open` and mirrors what the core booked as broker orders: market orders for the exit
+  `bot.core.bar_open` (through `bot.core.loop.Stepper`) and mirrors what the core booked as broker orders: market orders for the exit
   and entry at the open (filled by backtrader's own matching and slippage, ``slip_out=True``: slippage
   is a cost and may leave the bar's range), and ``Historical`` orders at the core's price for an
   intrabar exit (stop, take profit, liquidation at the bankruptcy price with its fee refunded) and
@@ -30,8 +30,8 @@ from backtrader.utils import date2num
 
 from backtests.engines.common import Prepared, RawRun, trade_rows
 from bot.core.book import end_price
-from bot.core.state import Bar, Signal, Trade, flat_position, new_account, no_intent
-from bot.core.step import bar_close, bar_open
+from bot.core.loop import Stepper
+from bot.core.state import Trade
 from bot.risk.execution import EXIT_LIQUIDATION, EXIT_NONE
 
 EXTRA_LINES = ("mark_open", "mark_high", "mark_low", "funding_rate", "funding_mark", "target", "signal_stop",
@@ -96,25 +96,24 @@ class SignalTrader(bt.Strategy):
     def __init__(self) -> None:
         prep: Prepared = self.p.prep
         self.rp = prep.params
-        self.br = prep.brackets.table
         self.n = len(prep)
-        self.pos = flat_position()
-        self.acct = new_account(prep.initial_cash, int(prep.time[0]))
-        self.intent = no_intent()
+        self.core = Stepper(prep.params, prep.brackets.table, prep.initial_cash, int(prep.time[0]))
         self.cash_pending = 0.0  # add_cash amounts the broker applies at its next cycle
         self.sent: list[tuple[bt.Order, float, float, bool]] = []  # (order, core price, core fee, liquidation)
         self.booked: list[Trade] = []  # trades the core booked at this open
         self.trades: list[Trade] = []
         self.rows = np.zeros((self.n, 6))
         self.final_equity = math.nan
+        # the core reads each bar and signal from the prepared arrays the feed was built from (the same
+        # numbers; reading ten backtrader lines per bar would double the engine's time)
+        columns = (prep.open, prep.high, prep.low, prep.close, prep.mark_open, prep.mark_high, prep.mark_low,
+                   prep.funding_rate, prep.funding_mark)
+        self.bars = list(zip(prep.time.tolist(), *(c.tolist() for c in columns), strict=True))  # `Bar` fields
+        self.signals = list(zip(prep.target.tolist(), prep.stop.tolist(), prep.take_profit.tolist(),
+                                prep.atr.tolist(), prep.volatility.tolist(), strict=True))  # `Signal` fields
 
     def _k(self) -> int:
         return len(self.data) - 1
-
-    def _bar(self) -> Bar:
-        d = self.data
-        return Bar(int(d.time[0]), d.open[0], d.high[0], d.low[0], d.close[0], d.mark_open[0], d.mark_high[0],
-                   d.mark_low[0], d.funding_rate[0], d.funding_mark[0])
 
     def _send(self, side: int, qty: float, price: float, fee: float, historical: bool = False,
               liquidation: bool = False) -> None:
@@ -131,26 +130,29 @@ class SignalTrader(bt.Strategy):
         self.next_open()
 
     def next_open(self) -> None:
+        core = self.core
+        intent = core.intent
+        if core.pos.side == 0 and intent.side == 0:  # nothing held, nothing to send
+            return
         k = self._k()
-        intent = self.intent
         fee_rate = self.rp.taker_fee
-        self.pos, self.acct, at_open, entered, intrabar = bar_open(self.rp, self.br, self.pos, self.acct, intent,
-                                                                   k, self._bar())
+        at_open, entered, intrabar = core.bar_open(k, self.bars[k])
+        pos = core.pos
         self.booked = [t for t in (at_open, intrabar) if t.reason != EXIT_NONE]
         if at_open.reason != EXIT_NONE:
             self._send(-at_open.side, at_open.qty, at_open.exit_price, at_open.qty * at_open.exit_price * fee_rate)
         if entered:
-            entry = intrabar.entry_price if intrabar.reason != EXIT_NONE else self.pos.entry
+            entry = intrabar.entry_price if intrabar.reason != EXIT_NONE else pos.entry
             self._send(intent.side, intent.qty, entry, intent.qty * entry * fee_rate)
         if intrabar.reason != EXIT_NONE:
             liquidation = intrabar.reason == EXIT_LIQUIDATION
             fee = 0.0 if liquidation else intrabar.qty * intrabar.exit_price * fee_rate
             self._send(-intrabar.side, intrabar.qty, intrabar.exit_price, fee, historical=True,
                        liquidation=liquidation)
-        if k == self.n - 1 and self.pos.side != 0:
+        if k == self.n - 1 and pos.side != 0:
             # end of data: the core closes at the last close (after this bar's funding)
-            price = end_price(self.rp, self.pos, self.data.close[0])
-            self._send(-self.pos.side, self.pos.qty, price, self.pos.qty * price * fee_rate, historical=True)
+            price = end_price(self.rp, pos, self.data.close[0])
+            self._send(-pos.side, pos.qty, price, pos.qty * price * fee_rate, historical=True)
 
     # -- the close: check the broker, funding, protections, decide -----------------------------
 
@@ -167,16 +169,17 @@ class SignalTrader(bt.Strategy):
             self._check_fill(k, order, price, fee, liquidation)
         self.sent = []
         self.trades.extend(self.booked)
-        funding = self.acct.funding
-        sig = Signal(d.target[0], d.signal_stop[0], d.take_profit[0], d.atr[0], d.volatility[0])
-        self.pos, self.acct, end, _, state, self.intent = bar_close(self.rp, self.br, self.pos, self.acct, k,
-                                                                    self._bar(), k == self.n - 1, sig)
-        if self.acct.funding != funding:
-            self.broker.add_cash(self.acct.funding - funding)
-            self.cash_pending += self.acct.funding - funding
+        self.booked = []
+        core = self.core
+        funding = core.acct.funding
+        end, _, state = core.bar_close(k, self.bars[k], k == self.n - 1, self.signals[k])
+        acct = core.acct
+        if acct.funding != funding:
+            self.broker.add_cash(acct.funding - funding)
+            self.cash_pending += acct.funding - funding
         if end.reason != EXIT_NONE:
             self.trades.append(end)
-        pos = self.pos
+        pos = core.pos
         held = pos.side * pos.qty
         position = self.getposition(d).size
         if not math.isclose(position, held, rel_tol=1e-12, abs_tol=1e-12):
@@ -184,7 +187,7 @@ class SignalTrader(bt.Strategy):
         equity = self.broker.getvalue() + self.cash_pending
         self.cash_pending = 0.0
         unrealized = 0.0 if pos.side == 0 else held * (d.close[0] - pos.entry)
-        self.rows[k] = (equity, equity - unrealized, held, self.acct.funding, self.acct.fees, state)
+        self.rows[k] = (equity, equity - unrealized, held, acct.funding, acct.fees, state)
         if k == self.n - 1:
             self.final_equity = equity
 
@@ -234,4 +237,4 @@ def run_raw(prep: Prepared) -> RawRun:
     return RawRun(equity=rows[:, 0].copy(), cash=rows[:, 1].copy(), position=rows[:, 2].copy(),
                   funding_pnl=rows[:, 3].copy(), fees=rows[:, 4].copy(), risk_state=rows[:, 5].astype(np.int8),
                   trade_int=ti, trade_float=tf, final_equity=float(strat.final_equity),
-                  n_liquidations=int(strat.acct.n_liquidations))
+                  n_liquidations=int(strat.core.acct.n_liquidations))

@@ -6,7 +6,8 @@ Python (the backtrader engine, the paper broker, the live runner, the replay exc
 `bot.risk` holds the scalar rules they compose (sizing, stops, brackets, liquidation prices,
 protections, fill prices).
 
-Per bar: ``bar_open`` then ``bar_close`` (`bot.core.step`); or the pieces: `open_position`,
+Per bar: ``bar_open`` then ``bar_close`` (`bot.core.step`; from a Python loop, `Stepper` calls them
+with the fast argument form); or the pieces: `open_position`,
 `intrabar_exit`, `settle_funding`, `close_position`, `update_state`, `decide`, `end_price`.
 
 The core's functions are compiled with ``inline="always"``: numba then builds them into the fast
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 from bot.core.book import close_position, end_price, mark_equity, open_position, settle_funding
 from bot.core.decide import decide, next_stop
+from bot.core.loop import Stepper
 from bot.core.state import (
     Account,
     Bar,
@@ -69,7 +71,7 @@ from bot.risk.protections import ACTIVE, HALTED, REDUCING, STATE_NAMES, update_s
 __all__ = [
     "ACTIVE", "EXIT_END", "EXIT_LIQUIDATION", "EXIT_NONE", "EXIT_PROTECTION", "EXIT_REASONS", "EXIT_SIGNAL",
     "EXIT_STOP", "EXIT_TAKE_PROFIT", "HALTED", "REDUCING", "STATE_NAMES",
-    "Account", "Bar", "BracketTable", "Intent", "Position", "RiskParams", "Signal", "Trade",
+    "Account", "Bar", "BracketTable", "Intent", "Position", "RiskParams", "Signal", "Stepper", "Trade",
     "bar_close", "bar_open", "close_position", "decide", "end_price", "flat_position", "intrabar_exit",
     "make_bar", "make_signal", "mark_equity", "market_fill", "new_account", "next_stop", "no_intent", "no_trade",
     "open_position", "risk_params", "settle_funding", "update_state",

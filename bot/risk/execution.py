@@ -1,6 +1,6 @@
 """Simulated fills and the target → order rule (docs/architecture.md, "Execution semantics").
 
-Shared by both backtest engines and the paper broker, so all of them fill alike.
+Composed by `bot.core` into the per-bar rules every engine and broker calls, so all of them fill alike.
 
 **Fill prices** (slippage ``slip`` is a fraction and always adverse; it is a cost, so a slipped fill
 may lie outside the bar's traded range):

@@ -19,6 +19,7 @@ from bot.core import (
     STATE_NAMES,
     Bar,
     Signal,
+    Stepper,
     bar_close,
     bar_open,
     flat_position,
@@ -48,6 +49,8 @@ def test_stepping_from_python_reproduces_the_kernel() -> None:
     p, br = prep.params, prep.brackets.table
     pos, acct, intent = flat_position(), new_account(prep.initial_cash, int(prep.time[0])), no_intent()
     trades, equity, states = [], [], []
+    stepper = Stepper(p, br, prep.initial_cash, int(prep.time[0]))
+    stepped = []
     n = len(prep)
     for k in range(n):
         bar = Bar(int(prep.time[k]), prep.open[k], prep.high[k], prep.low[k], prep.close[k], prep.mark_open[k],
@@ -56,6 +59,9 @@ def test_stepping_from_python_reproduces_the_kernel() -> None:
         sig = Signal(prep.target[k], prep.stop[k], prep.take_profit[k], prep.atr[k], prep.volatility[k])
         pos, acct, end, eq, state, intent = bar_close(p, br, pos, acct, k, bar, k == n - 1, sig)
         trades += [t for t in (at_open, intrabar, end) if t.reason != EXIT_NONE]
+        stepper.bar_open(k, tuple(bar))
+        stepped.append(stepper.bar_close(k, tuple(bar), k == n - 1, tuple(sig))[1])
+        assert (repr(stepper.pos), repr(stepper.acct), repr(stepper.intent)) == (repr(pos), repr(acct), repr(intent))
         equity.append(eq)
         states.append(STATE_NAMES[state])
     assert len(trades) == len(result.trades) > 20
