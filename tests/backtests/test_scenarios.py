@@ -527,7 +527,9 @@ def test_cooldown_after_consecutive_stop_outs_releases(engine: str, freq: str, m
     stop = [99_000.0, 99_000.0, 100_000.0, 100_000.0] + [99_000.0] * (n - 4)
     result = run(engine, frame, signals_of(frame, target, stop=stop), risk=risk)
     # stop-outs in bars 2 (long) and 4 (short): HALTED for 3 h from bar 4, i.e. the closes of bars
-    # 4 .. 4 + 3m − 1; the long is decided at the first ACTIVE close, bar 4 + 3m
+    # 4 .. 4 + 3m − 1; the long is decided at the first ACTIVE close, bar 4 + 3m. (Re-derived for the
+    # recovering protections: the cooldown was 3 bars of REDUCING, which refused entries; REDUCING now
+    # only scales entries, so the cooldown is a 3 h HALTED lock — the same trades on 1h bars.)
     assert result.trades[["side", "entry_bar", "exit_bar", "exit_reason"]].values.tolist() == [
         [1, 1, 2, "stop"], [-1, 3, 4, "stop"], [1, 3 * m + 5, 3 * m + 6, "end"]]
     assert result.equity["risk_state"].tolist()[3:] == ["ACTIVE"] + ["HALTED"] * (3 * m) + ["ACTIVE"] * 3
