@@ -29,7 +29,7 @@ import pandas as pd
 from backtrader.utils import date2num
 
 from backtests.engines.common import Prepared, RawRun, trade_rows
-from bot.core.book import end_price
+from bot.core.book import end_price, taker_fee
 from bot.core.loop import Stepper
 from bot.core.state import Trade
 from bot.risk.execution import EXIT_LIQUIDATION, EXIT_NONE
@@ -135,24 +135,24 @@ class SignalTrader(bt.Strategy):
         if core.pos.side == 0 and intent.side == 0:  # nothing held, nothing to send
             return
         k = self._k()
-        fee_rate = self.rp.taker_fee
+        rp = self.rp
         at_open, entered, intrabar = core.bar_open(k, self.bars[k])
         pos = core.pos
         self.booked = [t for t in (at_open, intrabar) if t.reason != EXIT_NONE]
         if at_open.reason != EXIT_NONE:
-            self._send(-at_open.side, at_open.qty, at_open.exit_price, at_open.qty * at_open.exit_price * fee_rate)
+            self._send(-at_open.side, at_open.qty, at_open.exit_price, taker_fee(rp, at_open.qty, at_open.exit_price))
         if entered:
             entry = intrabar.entry_price if intrabar.reason != EXIT_NONE else pos.entry
-            self._send(intent.side, intent.qty, entry, intent.qty * entry * fee_rate)
+            self._send(intent.side, intent.qty, entry, taker_fee(rp, intent.qty, entry))
         if intrabar.reason != EXIT_NONE:
             liquidation = intrabar.reason == EXIT_LIQUIDATION
-            fee = 0.0 if liquidation else intrabar.qty * intrabar.exit_price * fee_rate
+            fee = 0.0 if liquidation else taker_fee(rp, intrabar.qty, intrabar.exit_price)
             self._send(-intrabar.side, intrabar.qty, intrabar.exit_price, fee, historical=True,
                        liquidation=liquidation)
         if k == self.n - 1 and pos.side != 0:
             # end of data: the core closes at the last close (after this bar's funding)
-            price = end_price(self.rp, pos, self.data.close[0])
-            self._send(-pos.side, pos.qty, price, pos.qty * price * fee_rate, historical=True)
+            price = end_price(rp, pos, self.data.close[0])
+            self._send(-pos.side, pos.qty, price, taker_fee(rp, pos.qty, price), historical=True)
 
     # -- the close: check the broker, funding, protections, decide -----------------------------
 

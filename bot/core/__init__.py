@@ -34,7 +34,7 @@ compiled function on its own file only: after editing `bot/core` or `bot/risk`, 
 
 from __future__ import annotations
 
-from bot.core.book import close_position, end_price, mark_equity, open_position, settle_funding
+from bot.core.book import close_position, end_price, mark_equity, open_position, settle_funding, taker_fee
 from bot.core.decide import decide, next_stop
 from bot.core.loop import Stepper
 from bot.core.state import (
@@ -74,5 +74,5 @@ __all__ = [
     "Account", "Bar", "BracketTable", "Intent", "Position", "RiskParams", "Signal", "Stepper", "Trade",
     "bar_close", "bar_open", "close_position", "decide", "end_price", "flat_position", "intrabar_exit",
     "make_bar", "make_signal", "mark_equity", "market_fill", "new_account", "next_stop", "no_intent", "no_trade",
-    "open_position", "risk_params", "settle_funding", "update_state",
+    "open_position", "risk_params", "settle_funding", "taker_fee", "update_state",
 ]

@@ -28,12 +28,18 @@ from bot.risk.stops import clamp_to_liquidation, entry_stop
 
 
 @nb.njit(cache=True, inline="always")
+def taker_fee(p: RiskParams, qty: float, price: float) -> float:
+    """Return the taker fee of a fill of ``qty`` at ``price`` (on notional, methods.md §D.3.6)."""
+    return qty * price * p.taker_fee
+
+
+@nb.njit(cache=True, inline="always")
 def open_position(p: RiskParams, br: BracketTable, acct: Account, intent: Intent, bar: int,
                   price: float) -> tuple[Position, Account]:
     """Open ``intent``'s position filled at ``price`` in bar ``bar``; return (position, account)."""
     side = intent.side
     qty = intent.qty
-    fee = qty * price * p.taker_fee
+    fee = taker_fee(p, qty, price)
     margin = isolated_margin(qty * price, p.max_leverage, br.cap, br.max_leverage)
     lp = liquidation_price(side, qty, price, margin, br.cap, br.mmr, br.cum)
     bp = bankruptcy_price(side, qty, price, margin)
@@ -75,7 +81,7 @@ def close_position(p: RiskParams, pos: Position, acct: Account, bar: int, t: int
     liquidated = reason == EXIT_LIQUIDATION
     if liquidated:
         price = pos.bankruptcy_price
-    fee = 0.0 if liquidated else pos.qty * price * p.taker_fee
+    fee = 0.0 if liquidated else taker_fee(p, pos.qty, price)
     price_pnl = pos.side * pos.qty * (price - pos.entry)
     pnl = price_pnl - pos.entry_fee - fee + pos.funding
     trade = Trade(pos.entry_bar, bar, pos.side, reason, pos.qty, pos.entry, price, pos.stop0, pnl,
