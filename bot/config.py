@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.errors import UserError
 from strategies.features.liqmap_params import LiqMapParams
@@ -60,20 +69,91 @@ class ExchangeConfig(_Section):
 
 
 class BacktestConfig(_Section):
-    """Backtest defaults: strategy, engine, period and costs (methods.md §D.3.6)."""
+    """Backtest defaults: strategy, engine, period and starting cash (costs live in `CostsConfig`)."""
 
     strategy: str = "liq_asymmetry"
     engine: Literal["backtrader", "fast"] = "backtrader"
     start: str = Field(default="", alias="from")
     end: str = Field(default="", alias="to")
     initial_cash: float = Field(default=10_000.0, gt=0)
-    taker_fee: float = Field(default=0.0005, ge=0, lt=0.05)
-    slippage_bps: float = Field(default=1.0, ge=0, lt=1000)
     results_dir: Path = Path("results")
 
 
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+
+
+def duration_seconds(value: str) -> int:
+    """Return the seconds of a duration written like a timeframe (``"90m"``, ``"24h"``, ``"30d"``)."""
+    match = _DURATION.match(value)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"invalid duration {value!r}; use a positive number and a unit s, m, h, d or w "
+                         "(e.g. 24h, 30d)")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _duration(value: str) -> str:
+    duration_seconds(value)
+    return value
+
+
+# a length of time written like a timeframe: "90m", "24h", "30d", "1w"
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+# the cost defaults, declared once (methods.md §D.3.6: Binance VIP0 taker; 2 bp unless a market says less)
+TAKER_FEE = 0.0005
+SLIPPAGE_BPS = 2.0
+
+
+class MarketCosts(_Section):
+    """One market's trading costs: taker fee per side on notional, adverse slippage on market fills."""
+
+    taker_fee: float = Field(default=TAKER_FEE, ge=0, lt=0.05)
+    slippage_bps: float = Field(default=SLIPPAGE_BPS, ge=0, lt=1000)
+
+
+class MarketCostsOverride(_Section):
+    """A market's entry in ``[costs.markets]``: unset fields take the ``[costs]`` defaults."""
+
+    taker_fee: float | None = Field(default=None, ge=0, lt=0.05)
+    slippage_bps: float | None = Field(default=None, ge=0, lt=1000)
+
+
+def _market_key(symbol: str) -> str:
+    # "BTC/USDT:USDT" and "BTCUSDT" name the same market
+    return symbol.split(":")[0].replace("/", "").upper()
+
+
+class CostsConfig(_Section):
+    """Fees and slippage per market (methods.md §D.3.6), shared by backtests, paper and live trading.
+
+    ``taker_fee``/``slippage_bps`` apply to every market not listed in ``markets`` (keys: unified
+    symbols such as ``"BTC/USDT:USDT"`` or exchange ids such as ``"BTCUSDT"``).
+    """
+
+    taker_fee: float = Field(default=TAKER_FEE, ge=0, lt=0.05)
+    slippage_bps: float = Field(default=SLIPPAGE_BPS, ge=0, lt=1000)
+    markets: dict[str, MarketCostsOverride] = Field(default_factory=lambda: {
+        "BTC/USDT:USDT": MarketCostsOverride(slippage_bps=1.0),
+        "ETH/USDT:USDT": MarketCostsOverride(slippage_bps=2.0),
+    })
+
+    def for_symbol(self, symbol: str | None) -> MarketCosts:
+        """Return the costs of ``symbol`` (the defaults when it is None or not listed)."""
+        fee, slip = self.taker_fee, self.slippage_bps
+        if symbol is not None:
+            wanted = _market_key(symbol)
+            for key, market in self.markets.items():
+                if _market_key(key) == wanted:
+                    fee = fee if market.taker_fee is None else market.taker_fee
+                    slip = slip if market.slippage_bps is None else market.slippage_bps
+                    break
+        return MarketCosts(taker_fee=fee, slippage_bps=slip)
+
+
 class RiskConfig(_Section):
-    """Position sizing, stops, leverage caps and protections (bot/risk)."""
+    """Position sizing, stops, leverage caps and protections (bot/risk, bot/core)."""
 
     sizing: Literal["risk_per_trade", "fixed_fraction", "volatility_target", "kelly"] = "risk_per_trade"
     risk_per_trade: float = Field(default=0.01, gt=0, le=0.2)
@@ -86,11 +166,23 @@ class RiskConfig(_Section):
     stop_pct: float = Field(default=0.02, gt=0, lt=1)
     atr_period: int = Field(default=14, ge=1)
     atr_mult: float = Field(default=2.0, gt=0)
+    liquidation_buffer: float = Field(default=0.05, ge=0, lt=1)
+    kelly_min_trades: int = Field(default=20, ge=1)
     max_drawdown: float = Field(default=0.25, gt=0, le=1)
     reduce_drawdown: float = Field(default=0.15, gt=0, le=1)
+    drawdown_lookback: Duration = "30d"
+    halt_duration: Duration = "3d"
+    reduce_size_factor: float = Field(default=0.5, gt=0, le=1)
     daily_loss: float = Field(default=0.05, gt=0, le=1)
     cooldown_stopouts: int = Field(default=3, ge=1)
-    cooldown_bars: int = Field(default=24, ge=0)
+    cooldown: Duration = "24h"
+
+    @model_validator(mode="after")
+    def _levels_are_ordered(self) -> RiskConfig:
+        if self.reduce_drawdown >= self.max_drawdown:
+            raise ValueError(f"reduce_drawdown ({self.reduce_drawdown}) must be below max_drawdown "
+                             f"({self.max_drawdown}): REDUCING comes before HALTED")
+        return self
 
 
 class ReplayConfig(_Section):
@@ -125,6 +217,7 @@ class Config(_Section):
     download: DownloadConfig = DownloadConfig()
     exchange: ExchangeConfig = ExchangeConfig()
     backtest: BacktestConfig = BacktestConfig()
+    costs: CostsConfig = CostsConfig()
     risk: RiskConfig = RiskConfig()
     replay: ReplayConfig = ReplayConfig()
     record: RecordConfig = RecordConfig()

@@ -1,28 +1,32 @@
 """Backtest engines: ``backtrader`` (event-driven reference) and ``fast`` (numba kernel), one answer.
 
-Both implement docs/architecture.md "Execution semantics" through the same `bot.risk` functions and
-are held to identical trades by tests/backtests/test_parity.py. The rules both follow, beyond the
-architecture text:
+Both are thin loops over the one core (`bot.core`: docs/architecture.md, "Execution semantics" and
+"One core") and are held to identical trades by tests/backtests/test_parity.py. In short:
 
 * decisions at each bar close from ``target``/``stop``/``take_profit`` of that bar; orders fill at the
-  next open (`bot.risk.execution` has the fill prices, the intrabar order and the target rule:
-  enter from flat, exit when the target's sign changes, resizing ignored, flips close then open);
-* sizing at the decision with the close as expected entry (`bot.risk.sizing`), scaled by ``|target|``;
-* each position is isolated with leverage ``min(risk.max_leverage, bracket max)``: its margin is
-  ``notional / leverage``, its liquidation price follows methods.md §D.1 and is recomputed after every
-  funding payment, which is taken from (or added to) that margin (§B.3, §D.3.5). A liquidation loses
-  the margin: it is booked at the bankruptcy price without exit fee (§D.3.3);
-* funding at bars with a ``funding_rate``: ``cash −= side × qty × mark_close × rate`` on the position
-  held at that bar's close (the last close without mark prices);
-* protections are evaluated at each close on the mark-to-market equity (`bot.risk.protections`); a
-  bar belongs to the UTC day of its open time; HALTED flattens an open position at the next open
-  (exit reason ``"protection"``) and refuses entries, REDUCING refuses entries;
+  next open ± slippage (enter from flat, exit when the target's sign changes, resizing ignored, flips
+  close then open); ``|target| > 1`` or a NaN target is a contract error;
+* sizing at the decision with the close as expected entry, scaled by ``|target|`` and by the risk
+  state (REDUCING: ``reduce_size_factor``);
+* each position is isolated with leverage ``min(risk.max_leverage, bracket max)``; its liquidation
+  price follows methods.md §D.1 and is recomputed after every funding payment, which is taken from
+  (or added to) its margin, and the stop is re-clamped to it (§B.3, §D.3.4, §D.3.5). A liquidation
+  price inside the entry bar's mark range liquidates; a liquidation loses the margin: it is booked at
+  the bankruptcy price without exit fee (§D.3.2, §D.3.3);
+* funding at bars with a ``funding_rate`` (settled at the bar's close τ) on the position held then:
+  ``cash −= side × qty × MP(τ) × rate`` with ``MP(τ)`` the next bar's mark open (the last bar: its mark
+  close; last prices without mark data);
+* protections are evaluated at each close on the mark-to-market equity (`bot.risk.protections`);
+  locks are durations, a bar's close is stamped with its open time; HALTED flattens an open position
+  at the next open (exit reason ``"protection"``) and refuses entries;
+* costs (taker fee, slippage) are the market's, from ``[costs]`` (`bot.config.CostsConfig`); slippage
+  is never clipped to the bar's range;
 * at the end of data an open position is closed at the last close (market, slipped, with fee) after
   that bar's funding; the last equity row is then the final equity, flat.
 
 Example:
 
-    >>> result = run_backtest(frame, signals, cfg.backtest, cfg.risk, engine="fast")  # doctest: +SKIP
+    >>> result = run_backtest(frame, signals, cfg.backtest, cfg.risk, engine="fast", costs=cfg.costs)  # doctest: +SKIP
     >>> result.trades[["entry_time", "side", "qty", "pnl", "exit_reason"]]  # doctest: +SKIP
 """
 
@@ -35,14 +39,16 @@ import pandas as pd
 from backtests.engines.common import (
     EQUITY_COLUMNS,
     TRADE_COLUMNS,
+    ContractError,
     RawRun,
     equity_frame,
     prepare,
     trades_frame,
 )
-from bot.config import BacktestConfig, RiskConfig
+from bot.config import BacktestConfig, CostsConfig, MarketCosts, RiskConfig
 
-__all__ = ["ENGINES", "EQUITY_COLUMNS", "TRADE_COLUMNS", "BacktestResult", "compile_fast_engine", "run_backtest"]
+__all__ = ["ENGINES", "EQUITY_COLUMNS", "TRADE_COLUMNS", "BacktestResult", "ContractError", "compile_fast_engine",
+           "run_backtest"]
 
 ENGINES = ("backtrader", "fast")
 
@@ -62,10 +68,13 @@ class BacktestResult:
         initial_cash: starting wallet balance.
         n_liquidations: positions liquidated.
         engine: ``"backtrader"`` or ``"fast"``.
+        costs: the market costs the run used (`bot.config.MarketCosts`).
     """
 
-    def __init__(self, raw: RawRun, index: pd.DatetimeIndex, initial_cash: float, engine: str) -> None:
+    def __init__(self, raw: RawRun, index: pd.DatetimeIndex, initial_cash: float, engine: str,
+                 costs: MarketCosts | None = None) -> None:
         self.raw = raw
+        self.costs = costs
         self.index = index
         self.final_equity = raw.final_equity
         self.initial_cash = initial_cash
@@ -86,31 +95,35 @@ class BacktestResult:
 
 
 def run_backtest(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig, risk: RiskConfig,
-                 engine: str | None = None, symbol: str | None = None) -> BacktestResult:
+                 engine: str | None = None, symbol: str | None = None,
+                 costs: MarketCosts | CostsConfig | None = None) -> BacktestResult:
     """Run ``signals`` over ``frame`` on ``engine`` (default ``backtest.engine``).
 
     Args:
         frame: the frame contract (UTC bar-open index; open high low close, optional mark_*,
             funding_rate).
         signals: ``target`` (and optional ``stop``, ``take_profit``) on ``frame.index``.
-        backtest: costs and initial cash.
+        backtest: initial cash (and the default engine).
         risk: sizing, stops, leverage and protections.
         engine: ``"backtrader"`` or ``"fast"``.
-        symbol: unified symbol for the leverage brackets (default ``frame.attrs["symbol"]``, else
-            BTC/USDT:USDT's).
+        symbol: unified symbol for the leverage brackets and the costs (default
+            ``frame.attrs["symbol"]``, else BTC/USDT:USDT).
+        costs: the market's costs, or a ``[costs]`` config to look ``symbol`` up in; None = the
+            built-in ``[costs]`` defaults for ``symbol``.
 
     Raises:
-        ValueError: unknown engine, or inputs that break the frame/strategy contracts.
+        ValueError: unknown engine, or inputs that break the frame/strategy contracts (e.g. a
+            target outside [-1, 1]).
     """
     name = backtest.engine if engine is None else engine
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
-    prepared = prepare(frame, signals, backtest, risk, symbol)
+    prepared = prepare(frame, signals, backtest, risk, symbol, costs)
     if name == "fast":
         from backtests.engines.fast import run_raw
     else:
         from backtests.engines.backtrader_engine import run_raw
-    return BacktestResult(run_raw(prepared), prepared.index, prepared.initial_cash, name)
+    return BacktestResult(run_raw(prepared), prepared.index, prepared.initial_cash, name, prepared.costs)
 
 
 def compile_fast_engine() -> float:

@@ -1,22 +1,22 @@
 """The backtrader engine: the event-driven reference (docs/architecture.md, "Two engines, one answer").
 
-Pieces, each a standard backtrader extension point:
+backtrader runs the loop, the feed and the broker's books; the rules come from the core, as in the
+fast engine. Pieces, each a standard backtrader extension point:
 
-* `PerpFeed` — a ``bt.feeds.PandasData`` with extra lines: mark prices, ``funding_rate``, the signal
-  (``target``, ``signal_stop``, ``take_profit``) and the derived ``atr``, ``volatility`` and UTC ``day``.
+* `PerpFeed` — a ``bt.feeds.PandasData`` with extra lines: mark prices, ``funding_rate`` and the mark
+  at its settlement, the signal (``target``, ``signal_stop``, ``take_profit``), the derived ``atr`` and
+  ``volatility``, and the bar ``time``.
 * `PerpCommInfo` — a linear USDT-margined perpetual: futures-like (``stocklike=False``: the broker
   settles price changes to cash at every close, so its value is the mark-to-market equity), taker fee
-  on notional per fill, ``leverage`` giving the isolated margin per unit. The isolated margin is not
-  blocked in the broker's cash: the position's margin and liquidation price are kept by the strategy.
-* `SignalTrader` — a thin ``bt.Strategy`` run with cheat-on-open. In ``next_open`` (the bar's open,
-  before the broker matches orders) it sends the market orders decided at the previous close, rests the
-  position's stop (``Stop``) and take-profit (``Limit``, one-cancels-other, stop first so the stop wins
-  a bar where both trigger) and, when `bot.risk.execution.intrabar_exit` says the mark price reaches the
-  liquidation price first, cancels them and books the liquidation as a ``Historical`` order at the
-  bankruptcy price (its fee refunded: liquidations pay none). In ``next`` (the close) it books fills,
-  settles funding with ``broker.add_cash``, evaluates protections and decides the next orders — all
-  through the same `bot.risk` functions the fast engine calls. Slippage is the broker's
-  ``set_slippage_perc`` (backtrader's default matching rules), fills are backtrader's own.
+  on notional per fill. Isolated margins are not blocked in the broker's cash: the core keeps them.
+* `SignalTrader` — a thin ``bt.Strategy`` run with cheat-on-open. In ``next_open`` it calls
+  `bot.core.bar_open` (through `bot.core.loop.Stepper`) and mirrors what the core booked as broker orders: market orders for the exit
+  and entry at the open (filled by backtrader's own matching and slippage, ``slip_out=True``: slippage
+  is a cost and may leave the bar's range), and ``Historical`` orders at the core's price for an
+  intrabar exit (stop, take profit, liquidation at the bankruptcy price with its fee refunded) and
+  the end-of-data close. In ``next`` (the close) it checks every broker fill and fee against the core,
+  calls `bot.core.bar_close` (funding goes to the broker with ``add_cash``) and checks the broker's
+  position against the core's. The recorded equity is the broker's value.
 """
 
 from __future__ import annotations
@@ -28,44 +28,14 @@ import numpy as np
 import pandas as pd
 from backtrader.utils import date2num
 
-from backtests.engines.common import Prepared, RawRun
-from bot.risk.execution import (
-    EXIT_END,
-    EXIT_LIQUIDATION,
-    EXIT_NONE,
-    EXIT_PROTECTION,
-    EXIT_SIGNAL,
-    EXIT_STOP,
-    EXIT_TAKE_PROFIT,
-    forced_exit,
-    intrabar_exit,
-    market_fill,
-    target_action,
-    target_side,
-)
-from bot.risk.liquidation import bankruptcy_price, isolated_margin, liquidation_price, position_leverage
-from bot.risk.params import (
-    P_ATR_MULT,
-    P_COOLDOWN_BARS,
-    P_COOLDOWN_STOPOUTS,
-    P_DAILY_LOSS,
-    P_LIQUIDATION_BUFFER,
-    P_MAX_DRAWDOWN,
-    P_MAX_LEVERAGE,
-    P_REDUCE_DRAWDOWN,
-    P_SLIPPAGE,
-    P_STOP,
-    P_STOP_PCT,
-    P_TAKER_FEE,
-    STOP_STRATEGY,
-    STOP_TRAILING_ATR,
-)
-from bot.risk.protections import HALTED, allows, new_state, record_exit, update_state
-from bot.risk.sizing import entry_quantity
-from bot.risk.stops import clamp_to_liquidation, entry_stop, stop_distance, tighter, trail_stop
+from backtests.engines.common import Prepared, RawRun, trade_rows
+from bot.core.book import end_price, taker_fee
+from bot.core.loop import Stepper
+from bot.core.state import Trade
+from bot.risk.execution import EXIT_LIQUIDATION, EXIT_NONE
 
-EXTRA_LINES = ("mark_open", "mark_high", "mark_low", "mark_close", "funding_rate", "target", "signal_stop",
-               "take_profit", "atr", "volatility", "day")
+EXTRA_LINES = ("mark_open", "mark_high", "mark_low", "funding_rate", "funding_mark", "target", "signal_stop",
+               "take_profit", "atr", "volatility", "time")
 
 
 class PerpFeed(bt.feeds.PandasData):
@@ -96,20 +66,15 @@ class PerpFeed(bt.feeds.PandasData):
 
 
 class PerpCommInfo(bt.CommInfoBase):
-    """Linear perpetual: futures-like cash settlement, taker fee on notional, isolated leverage."""
+    """Linear perpetual: futures-like cash settlement, taker fee on notional."""
 
-    params = (("commission", 0.0005), ("leverage", 5.0), ("stocklike", False),
-              ("commtype", bt.CommInfoBase.COMM_PERC), ("percabs", True))
+    params = (("stocklike", False), ("commtype", bt.CommInfoBase.COMM_PERC), ("percabs", True))
 
     def _getcommission(self, size: float, price: float, pseudoexec: bool) -> float:
         return abs(size) * price * self.p.commission
 
-    def get_margin(self, price: float) -> float:
-        """Return the isolated initial margin of one unit at ``price``."""
-        return price / self.p.leverage
-
     def getoperationcost(self, size: float, price: float) -> float:
-        # the wallet is not blocked: the strategy keeps each position's isolated margin
+        # the wallet is not blocked: the core keeps each position's isolated margin
         return 0.0
 
     def getvaluesize(self, size: float, price: float) -> float:
@@ -123,86 +88,40 @@ class _BooksError(RuntimeError):
     pass
 
 
-class _Position:
-    """The open position as the strategy books it (entry from the rules, checked against the fill)."""
-
-    __slots__ = ("bp", "entry", "entry_bar", "entry_equity", "entry_fee", "funding", "lp", "margin", "qty",
-                 "side", "stop", "stop0", "tp")
-
-    def __init__(self, side: int, qty: float, entry: float, entry_bar: int, entry_equity: float) -> None:
-        self.side = side
-        self.qty = qty
-        self.entry = entry
-        self.entry_bar = entry_bar
-        self.entry_equity = entry_equity
-        self.entry_fee = 0.0
-        self.funding = 0.0
-        self.margin = 0.0
-        self.lp = math.nan
-        self.bp = math.nan
-        self.stop = math.nan
-        self.stop0 = math.nan
-        self.tp = math.nan
-
-
 class SignalTrader(bt.Strategy):
-    """Trade a precomputed signal frame through `bot.risk` (see the module docstring)."""
+    """Trade a precomputed signal frame through `bot.core` (see the module docstring)."""
 
     params = (("prep", None),)
 
     def __init__(self) -> None:
         prep: Prepared = self.p.prep
-        p = prep.params
-        b = prep.brackets
-        self.rp = p
-        self.floor, self.cap, self.mmr, self.cum, self.blev = b.floor, b.cap, b.mmr, b.cum, b.max_leverage
-        self.slip = float(p[P_SLIPPAGE])
-        self.mode = int(p[P_STOP])
+        self.rp = prep.params
         self.n = len(prep)
+        self.core = Stepper(prep.params, prep.brackets.table, prep.initial_cash, int(prep.time[0]))
         self.cash_pending = 0.0  # add_cash amounts the broker applies at its next cycle
-        self.fund_cum = 0.0
-        self.fees_cum = 0.0
-        self.n_liq = 0
-        self.blocked = 0
-        self.kelly = [0, 0.0, 0, 0.0]  # n_win, sum_win, n_loss, sum_loss
-        self.pstate = new_state(prep.initial_cash, int(prep.day[0]))
-        self.pos: _Position | None = None
-        self.pend_exit = EXIT_NONE
-        self.pend: tuple | None = None  # (side, qty, stop distance, signal stop, take profit, equity)
-        self.entry_order: bt.Order | None = None
-        self.exits: list[tuple[bt.Order, int, _Position]] = []  # exits sent at this open
-        self.resting: list[tuple[bt.Order, int]] = []  # (stop, EXIT_STOP) then (take profit, ...)
-        self.trades: list[tuple] = []
+        self.sent: list[tuple[bt.Order, float, float, bool]] = []  # (order, core price, core fee, liquidation)
+        self.booked: list[Trade] = []  # trades the core booked at this open
+        self.trades: list[Trade] = []
         self.rows = np.zeros((self.n, 6))
         self.final_equity = math.nan
+        # the core reads each bar and signal from the prepared arrays the feed was built from (the same
+        # numbers; reading ten backtrader lines per bar would double the engine's time)
+        columns = (prep.open, prep.high, prep.low, prep.close, prep.mark_open, prep.mark_high, prep.mark_low,
+                   prep.funding_rate, prep.funding_mark)
+        self.bars = list(zip(prep.time.tolist(), *(c.tolist() for c in columns), strict=True))  # `Bar` fields
+        self.signals = list(zip(prep.target.tolist(), prep.stop.tolist(), prep.take_profit.tolist(),
+                                prep.atr.tolist(), prep.volatility.tolist(), strict=True))  # `Signal` fields
 
-    def _bar(self) -> int:
+    def _k(self) -> int:
         return len(self.data) - 1
 
-    def _send(self, side: int, size: float, **kwargs) -> bt.Order:
-        if side > 0:
-            return self.buy(size=size, **kwargs)
-        return self.sell(size=size, **kwargs)
+    def _send(self, side: int, qty: float, price: float, fee: float, historical: bool = False,
+              liquidation: bool = False) -> None:
+        kwargs = {"exectype": bt.Order.Historical, "price": price} if historical else {}
+        order = self.buy(size=qty, **kwargs) if side > 0 else self.sell(size=qty, **kwargs)
+        self.sent.append((order, price, fee, liquidation))
 
-    def _rest_orders(self) -> None:
-        self._cancel_resting()
-        pos = self.pos
-        if pos is None:
-            return
-        if not math.isnan(pos.stop):
-            self.resting.append((self._send(-pos.side, pos.qty, exectype=bt.Order.Stop, price=pos.stop), EXIT_STOP))
-        if not math.isnan(pos.tp):
-            oco = self.resting[0][0] if self.resting else None
-            order = self._send(-pos.side, pos.qty, exectype=bt.Order.Limit, price=pos.tp, oco=oco)
-            self.resting.append((order, EXIT_TAKE_PROFIT))
-
-    def _cancel_resting(self) -> None:
-        for order, _ in self.resting:
-            if order.alive():
-                self.cancel(order)
-        self.resting = []
-
-    # -- the open: send what was decided at the last close, resolve the bar -----------------------
+    # -- the open: the core books the bar's fills, the broker mirrors them ------------------------
 
     def prenext_open(self) -> None:
         self.next_open()
@@ -211,57 +130,31 @@ class SignalTrader(bt.Strategy):
         self.next_open()
 
     def next_open(self) -> None:
-        d = self.data
-        k = self._bar()
-        o, h, lo = d.open[0], d.high[0], d.low[0]
-        self.exits = []
-        if self.pend_exit != EXIT_NONE and self.pos is not None:
-            self._cancel_resting()
-            self.exits.append((self._send(-self.pos.side, self.pos.qty), self.pend_exit, self.pos))
-            self.pos = None
-        self.pend_exit = EXIT_NONE
-        entered = self.pend is not None
-        if entered:
-            self._open_position(k, o, h, lo)
-        pos = self.pos
-        if pos is None:
+        core = self.core
+        intent = core.intent
+        if core.pos.side == 0 and intent.side == 0:  # nothing held, nothing to send
             return
-        reason, _ = intrabar_exit(pos.side, o, h, lo, d.mark_open[0], d.mark_high[0], d.mark_low[0],
-                                  pos.stop, pos.tp, pos.lp, self.slip)
-        if reason == EXIT_LIQUIDATION:
-            # the mark reaches LP before any resting order could fill: the margin is lost
-            self._cancel_resting()
-            order = self._send(-pos.side, pos.qty, exectype=bt.Order.Historical, price=pos.bp)
-            self.exits.append((order, EXIT_LIQUIDATION, pos))
-            return
-        if entered:
-            self._rest_orders()
-        if k == self.n - 1 and reason == EXIT_NONE:
-            # end of data: a market close at the last close, booked after this bar's funding
-            self._cancel_resting()
-            price = market_fill(-pos.side, d.close[0], h, lo, self.slip)
-            order = self._send(-pos.side, pos.qty, exectype=bt.Order.Historical, price=price)
-            self.exits.append((order, EXIT_END, pos))
-
-    def _open_position(self, k: int, o: float, h: float, lo: float) -> None:
-        side, qty, dist, sstop, tp, equity = self.pend
-        self.pend = None
-        self.entry_order = self._send(side, qty)
-        entry = market_fill(side, o, h, lo, self.slip)  # the broker's fill, checked in next()
-        pos = _Position(side, qty, entry, k, equity)
+        k = self._k()
         rp = self.rp
-        pos.margin = isolated_margin(qty * entry, rp[P_MAX_LEVERAGE], self.cap, self.blev)
-        pos.lp = liquidation_price(side, qty, entry, pos.margin, self.cap, self.mmr, self.cum)
-        pos.bp = bankruptcy_price(side, qty, entry, pos.margin)
-        stop = entry_stop(self.mode, entry, side, sstop, dist)
-        pos.stop = clamp_to_liquidation(stop, pos.lp, entry, side, rp[P_LIQUIDATION_BUFFER])
-        pos.stop0 = pos.stop
-        pos.tp = tp
-        self.pos = pos
-        comminfo = self.broker.getcommissioninfo(self.data)
-        comminfo.p.leverage = position_leverage(qty * entry, rp[P_MAX_LEVERAGE], self.cap, self.blev)
+        at_open, entered, intrabar = core.bar_open(k, self.bars[k])
+        pos = core.pos
+        self.booked = [t for t in (at_open, intrabar) if t.reason != EXIT_NONE]
+        if at_open.reason != EXIT_NONE:
+            self._send(-at_open.side, at_open.qty, at_open.exit_price, taker_fee(rp, at_open.qty, at_open.exit_price))
+        if entered:
+            entry = intrabar.entry_price if intrabar.reason != EXIT_NONE else pos.entry
+            self._send(intent.side, intent.qty, entry, taker_fee(rp, intent.qty, entry))
+        if intrabar.reason != EXIT_NONE:
+            liquidation = intrabar.reason == EXIT_LIQUIDATION
+            fee = 0.0 if liquidation else taker_fee(rp, intrabar.qty, intrabar.exit_price)
+            self._send(-intrabar.side, intrabar.qty, intrabar.exit_price, fee, historical=True,
+                       liquidation=liquidation)
+        if k == self.n - 1 and pos.side != 0:
+            # end of data: the core closes at the last close (after this bar's funding)
+            price = end_price(rp, pos, self.data.close[0])
+            self._send(-pos.side, pos.qty, price, taker_fee(rp, pos.qty, price), historical=True)
 
-    # -- the close: book fills, settle funding, protections, decide -----------------------------
+    # -- the close: check the broker, funding, protections, decide -----------------------------
 
     def prenext(self) -> None:
         self.next()
@@ -271,135 +164,48 @@ class SignalTrader(bt.Strategy):
 
     def next(self) -> None:
         d = self.data
-        k = self._bar()
-        end = None
-        for order, reason, pos in self.exits:
-            if reason == EXIT_END:
-                end = (order, pos)
-            elif pos is not self.pos:  # exits at the open come before the new entry
-                self._book(order, reason, k, pos)
-        self._check_entry()
-        for order, reason, pos in self.exits:
-            if reason == EXIT_LIQUIDATION and pos is self.pos:
-                self._book(order, reason, k, pos)
-        for order, reason in self.resting:
-            if order.status == bt.Order.Completed:
-                self._book(order, reason, k, self.pos)
-                break
-        self.exits = []
-        self._settle_funding(d.funding_rate[0], d.mark_close[0])
-        if end is not None:
-            self._book(end[0], EXIT_END, k, end[1])
-        self._close_books(k, d)
-
-    def _settle_funding(self, rate: float, mark: float) -> None:
-        pos = self.pos
-        if pos is None or math.isnan(rate):
-            return
-        flow = -pos.side * pos.qty * mark * rate
-        self.broker.add_cash(flow)
-        self.cash_pending += flow
-        pos.margin += flow
-        pos.funding += flow
-        self.fund_cum += flow
-        pos.lp = liquidation_price(pos.side, pos.qty, pos.entry, pos.margin, self.cap, self.mmr, self.cum)
-        pos.bp = bankruptcy_price(pos.side, pos.qty, pos.entry, pos.margin)
-
-    def _close_books(self, k: int, d: bt.feeds.PandasData) -> None:
-        pos = self.pos
-        rp = self.rp
-        held = 0.0 if pos is None else pos.side * pos.qty
+        k = self._k()
+        for order, price, fee, liquidation in self.sent:
+            self._check_fill(k, order, price, fee, liquidation)
+        self.sent = []
+        self.trades.extend(self.booked)
+        self.booked = []
+        core = self.core
+        funding = core.acct.funding
+        end, _, state = core.bar_close(k, self.bars[k], k == self.n - 1, self.signals[k])
+        acct = core.acct
+        if acct.funding != funding:
+            self.broker.add_cash(acct.funding - funding)
+            self.cash_pending += acct.funding - funding
+        if end.reason != EXIT_NONE:
+            self.trades.append(end)
+        pos = core.pos
+        held = pos.side * pos.qty
         position = self.getposition(d).size
         if not math.isclose(position, held, rel_tol=1e-12, abs_tol=1e-12):
-            raise _BooksError(f"bar {k}: broker position {position} != books {held}")
-        close = d.close[0]
+            raise _BooksError(f"bar {k}: broker position {position} != core {held}")
         equity = self.broker.getvalue() + self.cash_pending
         self.cash_pending = 0.0
-        unrealized = 0.0 if pos is None else pos.side * pos.qty * (close - pos.entry)
-        self.pstate, state = update_state(self.pstate, equity, int(d.day[0]), k, rp[P_MAX_DRAWDOWN],
-                                          rp[P_REDUCE_DRAWDOWN], rp[P_DAILY_LOSS])
-        self.rows[k] = (equity, equity - unrealized, held, self.fund_cum, self.fees_cum, state)
+        unrealized = 0.0 if pos.side == 0 else held * (d.close[0] - pos.entry)
+        self.rows[k] = (equity, equity - unrealized, held, acct.funding, acct.fees, state)
         if k == self.n - 1:
             self.final_equity = equity
-            return
-        if pos is not None:
-            stop = pos.stop
-            if self.mode == STOP_TRAILING_ATR:
-                stop = trail_stop(stop, close, pos.side, d.atr[0], rp[P_ATR_MULT])
-            elif self.mode == STOP_STRATEGY and target_side(d.target[0]) == pos.side \
-                    and pos.side * (close - d.signal_stop[0]) > 0.0:
-                stop = tighter(stop, d.signal_stop[0], pos.side)
-            if not (stop == pos.stop or (math.isnan(stop) and math.isnan(pos.stop))):
-                pos.stop = stop
-                self._rest_orders()
-        if state == HALTED:
-            if pos is not None:
-                self.pend_exit = EXIT_PROTECTION
-            return
-        target = d.target[0]
-        close_now, enter, self.blocked = target_action(0 if pos is None else pos.side, target, self.blocked)
-        if close_now:
-            self.pend_exit = EXIT_SIGNAL
-        if enter != 0 and allows(state, 0.0, float(enter)):
-            sstop = d.signal_stop[0]
-            dist = stop_distance(self.mode, close, enter, sstop, d.atr[0], rp[P_STOP_PCT], rp[P_ATR_MULT])
-            n_win, sum_win, n_loss, sum_loss = self.kelly
-            qty = entry_quantity(rp, enter, abs(target), equity, close, close - enter * dist, d.volatility[0],
-                                 n_win, sum_win, n_loss, sum_loss, self.floor, self.cap, self.blev)
-            if qty > 0.0:
-                tp = d.take_profit[0]
-                self.pend = (enter, qty, dist, sstop, tp if enter * (tp - close) > 0.0 else math.nan, equity)
 
-    @staticmethod
-    def _fill(order: bt.Order) -> tuple[float, float]:
-        # the execution bit keeps the raw price (executed.price is a size-weighted average)
-        bits = order.executed.exbits
+    def _check_fill(self, k: int, order: bt.Order, price: float, fee: float, liquidation: bool) -> None:
+        if order.status != bt.Order.Completed:
+            raise _BooksError(f"bar {k}: order {order.ref} not filled ({order.getstatusname()})")
+        bits = order.executed.exbits  # the execution bit keeps the raw price
         if len(bits) != 1:
-            raise _BooksError(f"order {order.ref} filled in {len(bits)} parts; expected one")
-        return bits[0].price, order.executed.comm
-
-    def _check_entry(self) -> None:
-        order = self.entry_order
-        if order is None:
-            return
-        self.entry_order = None
-        if order.status != bt.Order.Completed:
-            raise _BooksError(f"entry order not filled ({order.getstatusname()})")
-        price, fee = self._fill(order)
-        pos = self.pos
-        if pos is None or price != pos.entry:
-            raise _BooksError(f"entry filled at {price}, the rules say {None if pos is None else pos.entry}")
-        pos.entry_fee = fee
-        self.fees_cum += pos.entry_fee
-
-    def _book(self, order: bt.Order, reason: int, k: int, pos: _Position) -> None:
-        if order.status != bt.Order.Completed:
-            raise _BooksError(f"bar {k}: exit ({reason}) not filled ({order.getstatusname()})")
-        price, fee = self._fill(order)
-        if reason == EXIT_LIQUIDATION:
+            raise _BooksError(f"bar {k}: order {order.ref} filled in {len(bits)} parts; expected one")
+        if bits[0].price != price:
+            raise _BooksError(f"bar {k}: order {order.ref} filled at {bits[0].price}, the core says {price}")
+        comm = order.executed.comm
+        if liquidation:
             # liquidations pay no exit fee (the forfeited margin covers it, methods.md §D.3.3)
-            self.broker.add_cash(fee)
-            self.cash_pending += fee
-            fee = 0.0
-            self.n_liq += 1
-        self.fees_cum += fee
-        pnl = pos.side * pos.qty * (price - pos.entry) - pos.entry_fee - fee + pos.funding
-        self.trades.append((pos.entry_bar, k, pos.side, reason, pos.qty, pos.entry, price, pos.stop0, pnl,
-                            pos.entry_fee + fee, pos.funding))
-        r = pnl / pos.entry_equity if pos.entry_equity > 0.0 else 0.0
-        if r > 0.0:
-            self.kelly[0] += 1
-            self.kelly[1] += r
-        elif r < 0.0:
-            self.kelly[2] += 1
-            self.kelly[3] -= r
-        self.pstate = record_exit(self.pstate, reason == EXIT_STOP or reason == EXIT_LIQUIDATION, k,
-                                  int(self.rp[P_COOLDOWN_STOPOUTS]), int(self.rp[P_COOLDOWN_BARS]))
-        if forced_exit(reason):
-            self.blocked = pos.side
-        if pos is self.pos:
-            self._cancel_resting()
-            self.pos = None
+            self.broker.add_cash(comm)
+            self.cash_pending += comm
+        elif not math.isclose(comm, fee, rel_tol=1e-12, abs_tol=1e-12):
+            raise _BooksError(f"bar {k}: broker fee {comm} != core fee {fee}")
 
 
 def feed_frame(prep: Prepared) -> pd.DataFrame:
@@ -408,9 +214,9 @@ def feed_frame(prep: Prepared) -> pd.DataFrame:
         "open": prep.open, "high": prep.high, "low": prep.low, "close": prep.close,
         "volume": np.zeros(len(prep)),
         "mark_open": prep.mark_open, "mark_high": prep.mark_high, "mark_low": prep.mark_low,
-        "mark_close": prep.mark_close, "funding_rate": prep.funding_rate, "target": prep.target,
+        "funding_rate": prep.funding_rate, "funding_mark": prep.funding_mark, "target": prep.target,
         "signal_stop": prep.stop, "take_profit": prep.take_profit, "atr": prep.atr,
-        "volatility": prep.volatility, "day": prep.day.astype(np.float64),
+        "volatility": prep.volatility, "time": prep.time.astype(np.float64),
     }, index=prep.index.tz_convert("UTC").tz_localize(None).as_unit("ns"))
 
 
@@ -420,19 +226,15 @@ def run_raw(prep: Prepared) -> RawRun:
                          exactbars=False, quicknotify=False)
     cerebro.adddata(PerpFeed(dataname=feed_frame(prep)))
     cerebro.broker = bt.brokers.BackBroker(cash=prep.initial_cash, checksubmit=False, coo=True)
-    cerebro.broker.addcommissioninfo(PerpCommInfo(commission=float(prep.params[P_TAKER_FEE]),
-                                                  leverage=float(prep.params[P_MAX_LEVERAGE])))
-    slip = float(prep.params[P_SLIPPAGE])
+    cerebro.broker.addcommissioninfo(PerpCommInfo(commission=prep.params.taker_fee))
+    slip = prep.params.slippage
     if slip > 0.0:
-        cerebro.broker.set_slippage_perc(slip, slip_open=True, slip_limit=True, slip_match=True, slip_out=False)
+        cerebro.broker.set_slippage_perc(slip, slip_open=True, slip_limit=True, slip_match=True, slip_out=True)
     cerebro.addstrategy(SignalTrader, prep=prep)
     strat = cerebro.run()[0]
     rows = strat.rows
-    trades = strat.trades
-    ti = np.array([t[:4] for t in trades], dtype=np.int64).reshape(len(trades), 4)
-    tf = np.array([t[4:] for t in trades], dtype=np.float64).reshape(len(trades), 7)
+    ti, tf = trade_rows(strat.trades)
     return RawRun(equity=rows[:, 0].copy(), cash=rows[:, 1].copy(), position=rows[:, 2].copy(),
                   funding_pnl=rows[:, 3].copy(), fees=rows[:, 4].copy(), risk_state=rows[:, 5].astype(np.int8),
                   trade_int=ti, trade_float=tf, final_equity=float(strat.final_equity),
-                  n_liquidations=int(strat.n_liq))
-
+                  n_liquidations=int(strat.core.acct.n_liquidations))

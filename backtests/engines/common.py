@@ -1,23 +1,25 @@
 """What both engines share: input checks, derived series, and the result tables.
 
-`prepare` turns a frame and its signal frame into plain read-only float arrays once (missing mark
-prices replaced by last prices; ATR computed by `bot.risk` when the stop mode uses it, realised
-volatility when the sizing uses it, NaN otherwise), so both engines read identical numbers.
-`trades_frame` and `equity_frame` turn raw per-trade and per-bar arrays into the result tables.
+`prepare` turns a frame and its signal frame into plain read-only arrays once (missing mark prices
+replaced by last prices; the funding mark at each settlement; ATR computed by `bot.risk` when the
+stop mode uses it, realised volatility when the sizing uses it, NaN otherwise) and resolves the
+market's costs and brackets, so both engines read identical numbers. `trades_frame` and
+`equity_frame` turn raw per-trade and per-bar arrays into the result tables.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from bot.config import BacktestConfig, RiskConfig
-from bot.risk.brackets import Brackets, brackets_for
+from bot.config import BacktestConfig, CostsConfig, MarketCosts, RiskConfig
+from bot.core.state import Trade
+from bot.errors import UserError
+from bot.risk.brackets import DEFAULT_SYMBOL, Brackets, brackets_for
 from bot.risk.execution import EXIT_REASONS
-from bot.risk.params import pack_params
+from bot.risk.params import RiskParams, risk_params
 from bot.risk.protections import STATE_NAMES
 from bot.risk.sizing import realized_volatility
 from bot.risk.stops import average_true_range
@@ -50,15 +52,22 @@ class Prepared:
     target: np.ndarray
     stop: np.ndarray
     take_profit: np.ndarray
+    funding_mark: np.ndarray
     atr: np.ndarray
     volatility: np.ndarray
-    day: np.ndarray
-    params: np.ndarray
+    time: np.ndarray  # bar open, int64 seconds since 1970-01-01 UTC
+    params: RiskParams
+    costs: MarketCosts
     brackets: Brackets
     initial_cash: float
 
     def __len__(self) -> int:
         return len(self.index)
+
+
+class ContractError(UserError, ValueError):
+    """The frame or a strategy's signals break their contract (docs/architecture.md): a ``ValueError``
+    for API callers, a `UserError` (one line, exit 2) on the command line."""
 
 
 def _frozen(values: np.ndarray, dtype: type = np.float64) -> np.ndarray:
@@ -92,62 +101,93 @@ def periods_per_year(index: pd.DatetimeIndex) -> float:
     return _YEAR_SECONDS / step if step > 0 else 365.0
 
 
+def resolve_costs(costs: MarketCosts | CostsConfig | None, symbol: str | None) -> MarketCosts:
+    """Return the costs of ``symbol``: as given, looked up in a `CostsConfig`, or the config defaults."""
+    if isinstance(costs, MarketCosts):
+        return costs
+    return (costs if costs is not None else CostsConfig()).for_symbol(symbol)
+
+
+def funding_marks(mark_open: np.ndarray, mark_close: np.ndarray) -> np.ndarray:
+    """Return the mark price at each bar's close time τ: the next bar's mark open (methods.md §B.3).
+
+    The mark kline starting at τ opens at the mark price at τ; the last bar has no next bar and uses
+    its own mark close.
+    """
+    out = np.empty_like(mark_open)
+    out[:-1] = mark_open[1:]
+    out[-1] = mark_close[-1]
+    return _frozen(out)
+
+
+def _check_target(target: np.ndarray, index: pd.DatetimeIndex) -> None:
+    bad = np.isnan(target) | (np.abs(target) > 1.0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ContractError(f"signals: target must be a number in [-1, 1] (exposure, sign = side, 0 = flat); "
+                         f"found {target[i]} at {index[i]}: a strategy states exposure, not leverage "
+                         "(leverage is [risk] max_leverage)")
+
+
 def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig, risk: RiskConfig,
-            symbol: str | None = None) -> Prepared:
+            symbol: str | None = None, costs: MarketCosts | CostsConfig | None = None) -> Prepared:
     """Check the inputs and return the arrays both engines run on.
 
-    Raises ``ValueError`` with the fix when the frame or the signals break the contracts.
+    Raises `ContractError` (a ``ValueError``) with the fix when the frame or the signals break the
+    contracts.
     """
     missing = [c for c in ("open", "high", "low", "close") if c not in frame.columns]
     if missing:
-        raise ValueError(f"frame lacks column(s) {', '.join(missing)}; the frame contract needs open high low close")
+        raise ContractError(f"frame lacks column(s) {', '.join(missing)}; the frame contract needs open high low close")
     if len(frame) == 0:
-        raise ValueError("frame is empty; select a period with bars")
+        raise ContractError("frame is empty; select a period with bars")
     if not isinstance(frame.index, pd.DatetimeIndex) or frame.index.tz is None:
-        raise ValueError("frame index must be a UTC DatetimeIndex of bar open times")
+        raise ContractError("frame index must be a UTC DatetimeIndex of bar open times")
     if not frame.index.is_monotonic_increasing or frame.index.has_duplicates:
-        raise ValueError("frame index must be unique and increasing")
+        raise ContractError("frame index must be unique and increasing")
     if "target" not in signals.columns:
-        raise ValueError("signals lack the 'target' column; strategies return target, stop, take_profit")
+        raise ContractError("signals lack the 'target' column; strategies return target, stop, take_profit")
     if not signals.index.equals(frame.index):
-        raise ValueError("signals must be indexed like the frame (same bars); compute them on this frame "
+        raise ContractError("signals must be indexed like the frame (same bars); compute them on this frame "
                          "or slice both the same way")
     o, h, lo, c = (_frozen(_series(frame, name)) for name in ("open", "high", "low", "close"))
     if np.isnan(o + h + lo + c).any():  # one pass: a NaN anywhere survives the sum
-        raise ValueError("open/high/low/close contain NaN; drop or fill those bars first")
+        raise ContractError("open/high/low/close contain NaN; drop or fill those bars first")
     n = len(frame)
 
     def sig(name: str) -> np.ndarray:
         return _frozen(_series(signals, name)) if name in signals.columns else _nans(n)
 
-    target = _series(signals, "target")
-    target = _frozen(np.clip(np.where(np.isnan(target), 0.0, target), -1.0, 1.0))
+    target = _frozen(_series(signals, "target"))
+    _check_target(target, frame.index)
     funding = _frozen(_series(frame, "funding_rate")) if "funding_rate" in frame.columns else _nans(n)
     index = frame.index
-    day = _frozen(index.as_unit("s").asi8 // 86_400, np.int64)
+    mark_open, mark_close = _column(frame, "mark_open", o), _column(frame, "mark_close", c)
     # ATR only for ATR stops, volatility only for volatility-target sizing (the costliest series)
     atr = (_frozen(average_true_range(h, lo, c, int(risk.atr_period)))
            if risk.stop in ("atr", "trailing_atr") else _nans(n))
     volatility = (_frozen(realized_volatility(c, int(risk.atr_period), periods_per_year(index)))
                   if risk.sizing == "volatility_target" else _nans(n))
-    params = pack_params(risk, backtest.taker_fee, backtest.slippage_bps)
-    params.setflags(write=False)
+    symbol = symbol if symbol is not None else frame.attrs.get("symbol", DEFAULT_SYMBOL)
+    market = resolve_costs(costs, symbol)
     return Prepared(
         index=frame.index,
         open=o, high=h, low=lo, close=c,
-        mark_open=_column(frame, "mark_open", o),
+        mark_open=mark_open,
         mark_high=_column(frame, "mark_high", h),
         mark_low=_column(frame, "mark_low", lo),
-        mark_close=_column(frame, "mark_close", c),
+        mark_close=mark_close,
         funding_rate=funding,
         target=target,
         stop=sig("stop"),
         take_profit=sig("take_profit"),
+        funding_mark=funding_marks(mark_open, mark_close),
         atr=atr,
         volatility=volatility,
-        day=day,
-        params=params,
-        brackets=brackets_for(symbol if symbol is not None else frame.attrs.get("symbol")),
+        time=_frozen(index.as_unit("s").asi8, np.int64),
+        params=risk_params(risk, market),
+        costs=market,
+        brackets=brackets_for(symbol),
         initial_cash=float(backtest.initial_cash),
     )
 
@@ -166,6 +206,13 @@ class RawRun:
     trade_float: np.ndarray
     final_equity: float
     n_liquidations: int
+
+
+def trade_rows(trades: list[Trade]) -> tuple[np.ndarray, np.ndarray]:
+    """Return the raw (int, float) trade arrays of a list of `Trade` records."""
+    ti = np.array([t[:4] for t in trades], dtype=np.int64).reshape(len(trades), 4)
+    tf = np.array([t[4:] for t in trades], dtype=np.float64).reshape(len(trades), 7)
+    return ti, tf
 
 
 def trades_frame(index: pd.DatetimeIndex, trade_int: np.ndarray, trade_float: np.ndarray) -> pd.DataFrame:
@@ -208,9 +255,3 @@ def equity_frame(index: pd.DatetimeIndex, raw: RawRun) -> pd.DataFrame:
         "risk_state": pd.Categorical.from_codes(raw.risk_state.astype(np.int64), categories=list(STATE_NAMES)),
     }, index=index)
 
-
-def check_finite(value: float, what: str) -> float:
-    """Return ``value``, raising ``ValueError`` if it is not finite (a bug, not a user error)."""
-    if not math.isfinite(value):
-        raise ValueError(f"{what} is not finite ({value})")
-    return value

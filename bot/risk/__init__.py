@@ -1,8 +1,9 @@
 """Risk: sizing, stops, leverage brackets, liquidation prices, protections and fill rules.
 
 Pure functions, no I/O except reading the bundled bracket file. The scalar cores are
-``numba.njit(cache=True)``: the fast engine's kernel, the backtrader engine, the paper broker and the
-live runner all call the same code (docs/architecture.md, "Layout and the dependency rule").
+``numba.njit(cache=True)``: `bot.core` composes them into the position and account state machine that
+the fast engine's kernel, the backtrader engine, the paper broker and the live runner all call
+(docs/architecture.md, "One core").
 
 Modules:
 
@@ -12,14 +13,14 @@ Modules:
 * `liquidation` — isolated-margin liquidation and bankruptcy prices (methods.md §D.1).
 * `protections` — the ACTIVE / REDUCING / HALTED state machine.
 * `execution` — fill prices, intrabar exit order (methods.md §D.3.2), the target → order rule.
-* `params` — `RiskConfig` and costs packed into the float array the kernels take.
+* `params` — `RiskConfig` and a market's costs as the typed `RiskParams` the numba functions take.
 """
 
 from __future__ import annotations
 
 from bot.risk.brackets import Brackets, brackets_for, load_brackets
 from bot.risk.liquidation import bankruptcy_price, isolated_liquidation_price, liquidation_price
-from bot.risk.params import pack_params
+from bot.risk.params import RiskParams, risk_params
 from bot.risk.protections import ACTIVE, HALTED, REDUCING, TradingState, allows
 from bot.risk.sizing import entry_quantity, fixed_fraction_size, risk_size
 from bot.risk.stops import average_true_range, trail_stop
@@ -28,6 +29,7 @@ __all__ = [
     "ACTIVE",
     "HALTED",
     "REDUCING",
+    "RiskParams",
     "Brackets",
     "TradingState",
     "allows",
@@ -39,7 +41,7 @@ __all__ = [
     "isolated_liquidation_price",
     "liquidation_price",
     "load_brackets",
-    "pack_params",
+    "risk_params",
     "risk_size",
     "trail_stop",
 ]

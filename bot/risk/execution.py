@@ -1,13 +1,13 @@
 """Simulated fills and the target → order rule (docs/architecture.md, "Execution semantics").
 
-Shared by both backtest engines and the paper broker, so all of them fill alike.
+Composed by `bot.core` into the per-bar rules every engine and broker calls, so all of them fill alike.
 
-**Fill prices** (slippage ``slip`` is a fraction, always adverse, and never pushes a fill outside the
-bar's traded range — backtrader's default ``slip_match=True, slip_out=False``):
+**Fill prices** (slippage ``slip`` is a fraction and always adverse; it is a cost, so a slipped fill
+may lie outside the bar's traded range):
 
-* market orders fill at the open: buys ``min(open·(1 + slip), high)``, sells ``max(open·(1 − slip), low)``;
-* stop-market orders fill at the stop ``S`` the same way (``S·(1 ∓ slip)`` bounded by the bar), or at
-  the open if the bar gaps through ``S``;
+* market orders fill at the open: buys ``open·(1 + slip)``, sells ``open·(1 − slip)``;
+* stop-market orders fill at the stop ``S`` slipped the same way, or at the slipped open if the bar
+  gaps through ``S``;
 * take-profit limits fill at their price ``T``, or on a gap at the slipped open but never worse than
   ``T``;
 * the end-of-data close is a market order at the last close.
@@ -15,10 +15,12 @@ bar's traded range — backtrader's default ``slip_match=True, slip_out=False``)
 **Intrabar order** for an open position (long shown; shorts mirror), methods.md §D.3.2:
 
 1. mark open at or beyond the liquidation price → liquidation (gap);
-2. open at or beyond the stop → stop at the open (gap);
-3. stop touched (``low ≤ S``) and either ``S`` lies before LP or the mark never reached LP → stop;
-4. mark low at or beyond LP → liquidation;
-5. take-profit touched → take profit. When stop and take-profit could both fill in one bar the stop
+2. on the entry bar, mark low at or beyond LP → liquidation (entry and liquidation in one bar: the
+   worst case, whatever the stop);
+3. open at or beyond the stop → stop at the open (gap);
+4. stop touched (``low ≤ S``) and either ``S`` lies before LP or the mark never reached LP → stop;
+5. mark low at or beyond LP → liquidation;
+6. take-profit touched → take profit. When stop and take-profit could both fill in one bar the stop
    wins (pessimistic).
 
 A liquidation loses the whole isolated margin: it is booked at the bankruptcy price without exit fee.
@@ -48,81 +50,73 @@ EXIT_REASONS = ("none", "signal", "stop", "take_profit", "liquidation", "end", "
 
 
 @nb.njit(cache=True)
-def slip_buy(price: float, high: float, slip: float) -> float:
-    """Return a buy at ``price`` slipped up by ``slip``, no higher than the bar's high."""
-    if slip == 0.0:
-        return price
-    p = price * (1.0 + slip)
-    if p <= high:
-        return p
-    return high
+def slip_buy(price: float, slip: float) -> float:
+    """Return a buy at ``price`` slipped up by ``slip``."""
+    return price * (1.0 + slip)
 
 
 @nb.njit(cache=True)
-def slip_sell(price: float, low: float, slip: float) -> float:
-    """Return a sell at ``price`` slipped down by ``slip``, no lower than the bar's low."""
-    if slip == 0.0:
-        return price
-    p = price * (1.0 - slip)
-    if p >= low:
-        return p
-    return low
+def slip_sell(price: float, slip: float) -> float:
+    """Return a sell at ``price`` slipped down by ``slip``."""
+    return price * (1.0 - slip)
 
 
 @nb.njit(cache=True)
-def market_fill(side: int, price: float, high: float, low: float, slip: float) -> float:
+def market_fill(side: int, price: float, slip: float) -> float:
     """Return the fill of a market order of ``side`` (+1 buy, −1 sell) at ``price``."""
     if side > 0:
-        return slip_buy(price, high, slip)
-    return slip_sell(price, low, slip)
+        return slip_buy(price, slip)
+    return slip_sell(price, slip)
 
 
 @nb.njit(cache=True)
-def take_profit_fill(side: int, tp: float, open_: float, high: float, low: float, slip: float) -> float:
+def take_profit_fill(side: int, tp: float, open_: float, slip: float) -> float:
     """Return the fill of the take-profit limit closing a position of ``side`` (gap: slipped open, ≥ ``tp``)."""
     if side > 0:  # a sell limit
         if open_ >= tp:
-            return slip_sell(open_, tp, slip)
+            return max(slip_sell(open_, slip), tp)
         return tp
-    if open_ <= tp:  # a buy limit (bounded by the high too, as backtrader does)
-        return slip_buy(open_, min(high, tp), slip)
+    if open_ <= tp:  # a buy limit
+        return min(slip_buy(open_, slip), tp)
     return tp
 
 
 @nb.njit(cache=True)
 def intrabar_exit(side: int, open_: float, high: float, low: float, mark_open: float, mark_high: float,
-                  mark_low: float, stop: float, take_profit: float, lp: float, slip: float) -> tuple[int, float]:
+                  mark_low: float, stop: float, take_profit: float, lp: float, slip: float,
+                  entry_bar: bool = False) -> tuple[int, float]:
     """Return ``(exit code, fill price)`` of an open position in one bar (module docstring).
 
-    The price of a liquidation is NaN here: the caller books it at the bankruptcy price.
+    ``entry_bar`` marks the bar the position was opened in (at its open). The price of a liquidation
+    is NaN here: the caller books it at the bankruptcy price.
     """
     has_stop = not math.isnan(stop)
     has_tp = not math.isnan(take_profit)
     has_lp = not math.isnan(lp)
     if side > 0:
-        if has_lp and mark_open <= lp:
+        liq_hit = has_lp and mark_low <= lp
+        if has_lp and mark_open <= lp or entry_bar and liq_hit:
             return EXIT_LIQUIDATION, math.nan
         if has_stop and open_ <= stop:
-            return EXIT_STOP, slip_sell(open_, low, slip)
-        liq_hit = has_lp and mark_low <= lp
+            return EXIT_STOP, slip_sell(open_, slip)
         if has_stop and low <= stop and (stop > lp or not liq_hit):
-            return EXIT_STOP, slip_sell(stop, low, slip)
+            return EXIT_STOP, slip_sell(stop, slip)
         if liq_hit:
             return EXIT_LIQUIDATION, math.nan
         if has_tp and high >= take_profit:
-            return EXIT_TAKE_PROFIT, take_profit_fill(side, take_profit, open_, high, low, slip)
+            return EXIT_TAKE_PROFIT, take_profit_fill(side, take_profit, open_, slip)
         return EXIT_NONE, math.nan
-    if has_lp and mark_open >= lp:
+    liq_hit = has_lp and mark_high >= lp
+    if has_lp and mark_open >= lp or entry_bar and liq_hit:
         return EXIT_LIQUIDATION, math.nan
     if has_stop and open_ >= stop:
-        return EXIT_STOP, slip_buy(open_, high, slip)
-    liq_hit = has_lp and mark_high >= lp
+        return EXIT_STOP, slip_buy(open_, slip)
     if has_stop and high >= stop and (stop < lp or not liq_hit):
-        return EXIT_STOP, slip_buy(stop, high, slip)
+        return EXIT_STOP, slip_buy(stop, slip)
     if liq_hit:
         return EXIT_LIQUIDATION, math.nan
     if has_tp and low <= take_profit:
-        return EXIT_TAKE_PROFIT, take_profit_fill(side, take_profit, open_, high, low, slip)
+        return EXIT_TAKE_PROFIT, take_profit_fill(side, take_profit, open_, slip)
     return EXIT_NONE, math.nan
 
 

@@ -1,15 +1,21 @@
-"""Risk and cost settings packed into one float array, the form numba kernels take.
+"""Risk and cost settings as one typed value the numba functions take: `RiskParams`.
 
-`pack_params` is the single place where `RiskConfig`/`BacktestConfig` become numbers: method names
-become integer codes, basis points become fractions. Both backtest engines (and the paper broker)
-pass the same packed array to the same `bot.risk` functions.
+`risk_params` is the single place where `RiskConfig` and a market's `MarketCosts` become numbers:
+method names become integer codes, basis points become fractions, durations become seconds. The
+defaults themselves live once, in `bot.config`. Both backtest engines, the paper broker and the live
+runner pass the same `RiskParams` to the same `bot.core` / `bot.risk` functions.
+
+>>> from bot.config import MarketCosts, RiskConfig
+>>> p = risk_params(RiskConfig(), MarketCosts(taker_fee=0.0005, slippage_bps=1.0))
+>>> p.sizing == SIZING_RISK_PER_TRADE, p.slippage, p.cooldown
+(True, 0.0001, 86400)
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import NamedTuple
 
-from bot.config import RiskConfig
+from bot.config import MarketCosts, RiskConfig, duration_seconds
 
 # sizing methods
 SIZING_RISK_PER_TRADE = 0
@@ -27,54 +33,57 @@ STOP_TRAILING_ATR = 3
 STOP_CODES = {"strategy": STOP_STRATEGY, "fixed_pct": STOP_FIXED_PCT, "atr": STOP_ATR,
               "trailing_atr": STOP_TRAILING_ATR}
 
-# closed trades needed before Kelly sizing replaces risk-per-trade sizing
-KELLY_MIN_TRADES = 20
-# freqtrade's liquidation_buffer: a stop may sit no closer to LP than 5 % of |EP − LP| (§D.3.4)
-LIQUIDATION_BUFFER = 0.05
 
-# indices into the packed array
-P_SIZING = 0
-P_RISK_PER_TRADE = 1
-P_FIXED_FRACTION = 2
-P_VOL_TARGET = 3
-P_KELLY_FRACTION = 4
-P_KELLY_CAP = 5
-P_MAX_LEVERAGE = 6
-P_STOP = 7
-P_STOP_PCT = 8
-P_ATR_MULT = 9
-P_MAX_DRAWDOWN = 10
-P_REDUCE_DRAWDOWN = 11
-P_DAILY_LOSS = 12
-P_COOLDOWN_STOPOUTS = 13
-P_COOLDOWN_BARS = 14
-P_TAKER_FEE = 15
-P_SLIPPAGE = 16
-P_KELLY_MIN_TRADES = 17
-P_LIQUIDATION_BUFFER = 18
-N_PARAMS = 19
+class RiskParams(NamedTuple):
+    """Every number the core's rules read (fractions, not percent or basis points; times in seconds)."""
+
+    sizing: int  # SIZING_* code
+    risk_per_trade: float
+    fixed_fraction: float
+    vol_target: float
+    kelly_fraction: float
+    kelly_cap: float
+    kelly_min_trades: int
+    max_leverage: float
+    stop_mode: int  # STOP_* code
+    stop_pct: float
+    atr_mult: float
+    liquidation_buffer: float
+    taker_fee: float
+    slippage: float  # fraction of the price
+    max_drawdown: float
+    reduce_drawdown: float
+    drawdown_lookback: int  # s
+    halt_duration: int  # s
+    reduce_size_factor: float
+    daily_loss: float
+    cooldown_stopouts: int
+    cooldown: int  # s
 
 
-def pack_params(risk: RiskConfig, taker_fee: float = 0.0005, slippage_bps: float = 0.0) -> np.ndarray:
-    """Return ``risk`` and the cost model as the float array indexed by the ``P_*`` constants."""
-    p = np.zeros(N_PARAMS, dtype=np.float64)
-    p[P_SIZING] = SIZING_CODES[risk.sizing]
-    p[P_RISK_PER_TRADE] = risk.risk_per_trade
-    p[P_FIXED_FRACTION] = risk.fixed_fraction
-    p[P_VOL_TARGET] = risk.vol_target
-    p[P_KELLY_FRACTION] = risk.kelly_fraction
-    p[P_KELLY_CAP] = risk.kelly_cap
-    p[P_MAX_LEVERAGE] = risk.max_leverage
-    p[P_STOP] = STOP_CODES[risk.stop]
-    p[P_STOP_PCT] = risk.stop_pct
-    p[P_ATR_MULT] = risk.atr_mult
-    p[P_MAX_DRAWDOWN] = risk.max_drawdown
-    p[P_REDUCE_DRAWDOWN] = risk.reduce_drawdown
-    p[P_DAILY_LOSS] = risk.daily_loss
-    p[P_COOLDOWN_STOPOUTS] = risk.cooldown_stopouts
-    p[P_COOLDOWN_BARS] = risk.cooldown_bars
-    p[P_TAKER_FEE] = taker_fee
-    p[P_SLIPPAGE] = slippage_bps / 10_000.0
-    p[P_KELLY_MIN_TRADES] = KELLY_MIN_TRADES
-    p[P_LIQUIDATION_BUFFER] = LIQUIDATION_BUFFER
-    return p
+def risk_params(risk: RiskConfig, costs: MarketCosts) -> RiskParams:
+    """Return ``risk`` and one market's ``costs`` as the `RiskParams` the core takes."""
+    return RiskParams(
+        sizing=SIZING_CODES[risk.sizing],
+        risk_per_trade=float(risk.risk_per_trade),
+        fixed_fraction=float(risk.fixed_fraction),
+        vol_target=float(risk.vol_target),
+        kelly_fraction=float(risk.kelly_fraction),
+        kelly_cap=float(risk.kelly_cap),
+        kelly_min_trades=int(risk.kelly_min_trades),
+        max_leverage=float(risk.max_leverage),
+        stop_mode=STOP_CODES[risk.stop],
+        stop_pct=float(risk.stop_pct),
+        atr_mult=float(risk.atr_mult),
+        liquidation_buffer=float(risk.liquidation_buffer),
+        taker_fee=float(costs.taker_fee),
+        slippage=float(costs.slippage_bps) / 10_000.0,
+        max_drawdown=float(risk.max_drawdown),
+        reduce_drawdown=float(risk.reduce_drawdown),
+        drawdown_lookback=duration_seconds(risk.drawdown_lookback),
+        halt_duration=duration_seconds(risk.halt_duration),
+        reduce_size_factor=float(risk.reduce_size_factor),
+        daily_loss=float(risk.daily_loss),
+        cooldown_stopouts=int(risk.cooldown_stopouts),
+        cooldown=duration_seconds(risk.cooldown),
+    )

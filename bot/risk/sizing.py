@@ -19,7 +19,7 @@ signal's magnitude ``|target|``.
 * **Kelly** — from the closed trades' returns on equity ``r_i``: win rate ``p``, payoff
   ``b = mean(r | r > 0) / mean(−r | r < 0)``, ``f* = p − (1 − p)/b``; the equity fraction *at risk* is
   ``min(kelly_fraction × f*, kelly_cap)`` (sized like risk per trade, or as notional without a stop).
-  Risk-per-trade sizing is used until ``KELLY_MIN_TRADES`` trades have closed; ``f* ≤ 0`` means no trade.
+  Risk-per-trade sizing is used until ``kelly_min_trades`` trades have closed; ``f* ≤ 0`` means no trade.
 
 >>> round(risk_size(10_000.0, 100.0, 98.0, 1, 0.01, 0.0, 0.0), 6)
 50.0
@@ -34,20 +34,11 @@ import numpy as np
 
 from bot.risk.brackets import max_notional
 from bot.risk.params import (
-    P_FIXED_FRACTION,
-    P_KELLY_CAP,
-    P_KELLY_FRACTION,
-    P_KELLY_MIN_TRADES,
-    P_MAX_LEVERAGE,
-    P_RISK_PER_TRADE,
-    P_SIZING,
-    P_SLIPPAGE,
-    P_TAKER_FEE,
-    P_VOL_TARGET,
     SIZING_FIXED_FRACTION,
     SIZING_KELLY,
     SIZING_RISK_PER_TRADE,
     SIZING_VOLATILITY_TARGET,
+    RiskParams,
 )
 
 
@@ -121,24 +112,23 @@ def cap_quantity(qty: float, entry: float, equity: float, max_leverage: float, f
 
 
 @nb.njit(cache=True)
-def entry_quantity(p: np.ndarray, side: int, magnitude: float, equity: float, entry: float, stop: float,
+def entry_quantity(p: RiskParams, side: int, magnitude: float, equity: float, entry: float, stop: float,
                    annual_vol: float, n_win: int, sum_win: float, n_loss: int, sum_loss: float,
                    floor: np.ndarray, cap: np.ndarray, bracket_leverage: np.ndarray) -> float:
-    """Return the order quantity for a new position (0 = no order), by the packed params ``p``.
+    """Return the order quantity for a new position (0 = no order) under the sizing of ``p``.
 
     ``stop`` is the protective stop price relative to ``entry`` (NaN = none); ``magnitude`` is
     ``|target|``, clipped to 1.
     """
     if not (equity > 0.0 and entry > 0.0 and magnitude > 0.0) or side == 0:
         return 0.0
-    fee = p[P_TAKER_FEE]
-    slip = p[P_SLIPPAGE]
+    fee = p.taker_fee
+    slip = p.slippage
     has_stop = math.isfinite(stop) and side * (entry - stop) > 0.0
-    method = int(p[P_SIZING])
+    method = p.sizing
     qty = 0.0
     if method == SIZING_KELLY:
-        f = kelly_fraction(n_win, sum_win, n_loss, sum_loss, p[P_KELLY_FRACTION], p[P_KELLY_CAP],
-                           int(p[P_KELLY_MIN_TRADES]))
+        f = kelly_fraction(n_win, sum_win, n_loss, sum_loss, p.kelly_fraction, p.kelly_cap, p.kelly_min_trades)
         if f < 0.0:
             method = SIZING_RISK_PER_TRADE
         elif f == 0.0:
@@ -149,18 +139,18 @@ def entry_quantity(p: np.ndarray, side: int, magnitude: float, equity: float, en
             qty = fixed_fraction_size(equity, entry, f)
     if method == SIZING_RISK_PER_TRADE:
         if has_stop:
-            qty = risk_size(equity, entry, stop, side, p[P_RISK_PER_TRADE], fee, slip)
+            qty = risk_size(equity, entry, stop, side, p.risk_per_trade, fee, slip)
         else:
-            qty = fixed_fraction_size(equity, entry, p[P_FIXED_FRACTION])
+            qty = fixed_fraction_size(equity, entry, p.fixed_fraction)
     elif method == SIZING_FIXED_FRACTION:
-        qty = fixed_fraction_size(equity, entry, p[P_FIXED_FRACTION])
+        qty = fixed_fraction_size(equity, entry, p.fixed_fraction)
     elif method == SIZING_VOLATILITY_TARGET:
         if annual_vol > 0.0:
-            qty = volatility_target_size(equity, entry, p[P_VOL_TARGET], annual_vol)
+            qty = volatility_target_size(equity, entry, p.vol_target, annual_vol)
         else:
-            qty = fixed_fraction_size(equity, entry, p[P_FIXED_FRACTION])
+            qty = fixed_fraction_size(equity, entry, p.fixed_fraction)
     qty *= min(magnitude, 1.0)
-    qty = cap_quantity(qty, entry, equity, p[P_MAX_LEVERAGE], floor, cap, bracket_leverage)
+    qty = cap_quantity(qty, entry, equity, p.max_leverage, floor, cap, bracket_leverage)
     if not (qty > 0.0 and math.isfinite(qty)):
         return 0.0
     return qty

@@ -10,7 +10,8 @@ Stop modes (``risk.stop``):
   replaces the stop only if it is tighter.
 
 A stop may not sit beyond the liquidation price: it is pulled to ``LP ± buffer·|EP − LP|``
-(freqtrade's ``liquidation_buffer``, methods.md §D.3.4).
+(freqtrade's ``liquidation_buffer``, methods.md §D.3.4), at the entry and again whenever funding moves
+the liquidation price (`bot.core`).
 
 >>> trail_stop(95.0, 110.0, 1, 2.0, 2.0)
 106.0
@@ -26,12 +27,6 @@ import numba as nb
 import numpy as np
 
 from bot.risk.params import STOP_ATR, STOP_FIXED_PCT, STOP_STRATEGY, STOP_TRAILING_ATR
-
-
-@nb.njit(cache=True)
-def fixed_pct_stop(entry: float, side: int, pct: float) -> float:
-    """Return the stop ``pct`` away from ``entry`` on the losing side."""
-    return entry * (1.0 - side * pct)
 
 
 @nb.njit(cache=True)

@@ -17,7 +17,8 @@ from backtests.engines import (
     run_backtest,
 )
 from backtests.sample import load_sample_frame
-from bot.config import BacktestConfig, RiskConfig
+from bot.config import BacktestConfig, MarketCosts, RiskConfig, parse_config
+from bot.errors import UserError
 from bot.risk.brackets import load_brackets
 from bot.risk.stops import average_true_range
 
@@ -91,8 +92,9 @@ def test_no_trades_gives_empty_typed_tables(engine: str) -> None:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_books_balance_on_real_data(engine: str, btc_1h: pd.DataFrame) -> None:
-    risk = RiskConfig(max_leverage=10.0, risk_per_trade=0.02, max_drawdown=0.9, reduce_drawdown=0.9)
-    result = run_backtest(btc_1h, ema_cross(btc_1h, 6, 24), BacktestConfig(slippage_bps=2.0), risk, engine=engine)
+    risk = RiskConfig(max_leverage=10.0, risk_per_trade=0.02, max_drawdown=0.9, reduce_drawdown=0.8)
+    result = run_backtest(btc_1h, ema_cross(btc_1h, 6, 24), BacktestConfig(), risk, engine=engine,
+                          costs=MarketCosts(slippage_bps=2.0))
     trades, equity = result.trades, result.equity
     assert len(trades) > 20
     assert list(trades.columns) == TRADE_COLUMNS
@@ -122,9 +124,9 @@ def test_leverage_bracket_caps_a_large_account(engine: str) -> None:
     frame["volume"] = 1.0
     signals = pd.DataFrame({"target": [1.0, 1.0, 1.0, 1.0]}, index=frame.index)
     risk = RiskConfig(sizing="fixed_fraction", fixed_fraction=10.0, max_leverage=125.0, max_drawdown=1.0,
-                      reduce_drawdown=1.0, daily_loss=1.0)
-    costs = BacktestConfig(initial_cash=50_000_000.0, taker_fee=0.0, slippage_bps=0.0)
-    result = run_backtest(frame, signals, costs, risk, engine=engine)
+                      reduce_drawdown=0.99, daily_loss=1.0)
+    result = run_backtest(frame, signals, BacktestConfig(initial_cash=50_000_000.0), risk, engine=engine,
+                          costs=MarketCosts(taker_fee=0.0, slippage_bps=0.0))
     notional = result.trades["qty"].iloc[0] * frame["close"].iloc[0]
     # 10 × 50M = 500M would sit in tier 8 (max 5x = 250M); tier 7 stops at 230M: the cap is 250M
     assert notional == pytest.approx(250_000_000.0, rel=1e-12)
@@ -138,15 +140,38 @@ def test_bracket_cap_binds_when_leverage_asks_for_more() -> None:
     assert b.max_notional(100_000.0, 5.0) == pytest.approx(500_000.0)
 
 
-def test_target_is_clipped_and_nan_is_flat() -> None:
+@pytest.mark.parametrize(("bad", "shown"), [(3.0, "3.0"), (-1.5, "-1.5"), (np.nan, "nan")])
+def test_target_outside_the_contract_is_an_error(bad: float, shown: str) -> None:
+    # |target| > 1 would silently change the leverage, a NaN silently mean flat: both are refused
     frame = tiny_frame(5)
-    signals = pd.DataFrame({"target": [np.nan, 3.0, 3.0, np.nan, np.nan]}, index=frame.index)
-    risk = RiskConfig(sizing="fixed_fraction", fixed_fraction=1.0, max_drawdown=1.0, reduce_drawdown=1.0,
-                      daily_loss=1.0)
-    result = run_backtest(frame, signals, BacktestConfig(taker_fee=0.0, slippage_bps=0.0), risk, engine="fast")
-    (trade,) = result.trades.itertuples()
-    assert (trade.entry_bar, trade.exit_bar, trade.exit_reason) == (2, 4, "signal")
-    assert trade.qty == pytest.approx(10_000.0 / frame["close"].iloc[1], rel=1e-12)
+    signals = pd.DataFrame({"target": [0.0, 1.0, bad, 0.0, 0.0]}, index=frame.index)
+    with pytest.raises(ValueError, match=rf"target must be a number in \[-1, 1\].*found {shown} at 2025-01-01 02:00") \
+            as err:
+        run_backtest(frame, signals, BacktestConfig(), RiskConfig(), engine="fast")
+    assert isinstance(err.value, UserError)  # the CLI prints it on one line and exits 2
+
+
+def test_costs_resolve_per_market_from_the_config_defaults() -> None:
+    from backtests.engines.common import prepare
+
+    frame = tiny_frame(5)
+    signals = pd.DataFrame({"target": 0.0}, index=frame.index)
+    # methods.md §D.3.6: 1 bp on BTC, 2 bp on ETH; taker 0.05 % on both
+    btc = prepare(frame, signals, BacktestConfig(), RiskConfig(), "BTC/USDT:USDT")
+    eth = prepare(frame, signals, BacktestConfig(), RiskConfig(), "ETH/USDT:USDT")
+    assert (btc.params.slippage, eth.params.slippage) == (0.0001, 0.0002)
+    assert btc.params.taker_fee == eth.params.taker_fee == 0.0005
+    own = prepare(frame, signals, BacktestConfig(), RiskConfig(), "ETH/USDT:USDT",
+                  MarketCosts(taker_fee=0.0, slippage_bps=5.0))
+    assert (own.params.taker_fee, own.params.slippage) == (0.0, 0.0005)
+    # a [costs] table: unlisted markets take its defaults, listed ones (unified or exchange id) override
+    cfg = parse_config({"costs": {"taker_fee": 0.0004, "slippage_bps": 3.0,
+                                  "markets": {"SOLUSDT": {"slippage_bps": 6.0}}}}).costs
+    assert cfg.for_symbol("SOL/USDT:USDT") == MarketCosts(taker_fee=0.0004, slippage_bps=6.0)
+    assert cfg.for_symbol("BTC/USDT:USDT") == MarketCosts(taker_fee=0.0004, slippage_bps=3.0)
+    result = run_backtest(frame, signals, BacktestConfig(), RiskConfig(), engine="fast", symbol="SOL/USDT:USDT",
+                          costs=cfg)
+    assert result.costs == MarketCosts(taker_fee=0.0004, slippage_bps=6.0)
 
 
 def test_compile_fast_engine_returns_seconds() -> None:
@@ -157,5 +182,5 @@ def test_fast_engine_runs_the_whole_5m_sample() -> None:
     """Every bar of a year of 5m data gets a row (speed is measured in bench/engines.py, not here)."""
     frame = load_sample_frame("BTC/USDT:USDT", "5m")
     result = run_backtest(frame, ema_cross(frame), BacktestConfig(),
-                          RiskConfig(max_drawdown=1.0, reduce_drawdown=1.0, daily_loss=1.0), engine="fast")
+                          RiskConfig(max_drawdown=1.0, reduce_drawdown=0.99, daily_loss=1.0), engine="fast")
     assert len(result.equity) == len(frame) > 100_000

@@ -19,15 +19,16 @@ import pytest
 
 from backtests.engines import BacktestResult, run_backtest
 from backtests.sample import load_sample_frame
-from bot.config import BacktestConfig, RiskConfig
+from bot.config import BacktestConfig, MarketCosts, RiskConfig
 from bot.risk.stops import average_true_range
 from strategies import STRATEGIES
 
 DATASETS = [("BTC/USDT:USDT", "1h"), ("ETH/USDT:USDT", "1h"), ("BTC/USDT:USDT", "5m"), ("ETH/USDT:USDT", "5m")]
 SLICE_5M = 20_000
-COSTS = BacktestConfig()  # taker 0.05 %, slippage 1 bp
+CASH = BacktestConfig()
+COSTS = MarketCosts(taker_fee=0.0005, slippage_bps=1.0)
 STRESSED = RiskConfig(max_leverage=10.0, risk_per_trade=0.02, stop="trailing_atr", max_drawdown=0.6,
-                      reduce_drawdown=0.5, daily_loss=0.2, cooldown_stopouts=2, cooldown_bars=6)
+                      reduce_drawdown=0.5, daily_loss=0.2, cooldown_stopouts=2, cooldown="6h")
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,9 @@ def assert_same(fast: BacktestResult, ref: BacktestResult) -> None:
 
 
 def both(frame: pd.DataFrame, signals: pd.DataFrame, risk: RiskConfig,
-         backtest: BacktestConfig = COSTS) -> tuple[BacktestResult, BacktestResult]:
-    return (run_backtest(frame, signals, backtest, risk, engine="fast"),
-            run_backtest(frame, signals, backtest, risk, engine="backtrader"))
+         costs: MarketCosts = COSTS) -> tuple[BacktestResult, BacktestResult]:
+    return (run_backtest(frame, signals, CASH, risk, engine="fast", costs=costs),
+            run_backtest(frame, signals, CASH, risk, engine="backtrader", costs=costs))
 
 
 @pytest.mark.parametrize("dataset", DATASETS, ids=lambda d: f"{d[0][:3]}-{d[1]}")
@@ -84,7 +85,7 @@ def ema_cross(frame: pd.DataFrame, fast: int, slow: int, with_stops: bool = True
                          "take_profit": (close + side * 3.0 * atr).where(held)}, index=frame.index)
 
 
-OPEN = {"max_drawdown": 1.0, "reduce_drawdown": 1.0, "daily_loss": 1.0}
+OPEN = {"max_drawdown": 1.0, "reduce_drawdown": 0.99, "daily_loss": 1.0}
 RISK_SETS = {
     "liquidations": (False, RiskConfig(sizing="fixed_fraction", fixed_fraction=10.0, max_leverage=50.0, **OPEN)),
     "stop_beyond_lp": (False, RiskConfig(sizing="fixed_fraction", fixed_fraction=2.0, max_leverage=25.0,
@@ -92,7 +93,8 @@ RISK_SETS = {
     "kelly": (True, RiskConfig(sizing="kelly", stop="fixed_pct", stop_pct=0.01, kelly_cap=0.05, **OPEN)),
     "vol_target_atr": (True, RiskConfig(sizing="volatility_target", stop="atr", max_leverage=3.0)),
     "protections": (True, RiskConfig(risk_per_trade=0.05, max_drawdown=0.3, reduce_drawdown=0.1,
-                                     daily_loss=0.03, cooldown_stopouts=2, cooldown_bars=10)),
+                                     daily_loss=0.03, cooldown_stopouts=2, cooldown="10h",
+                                     halt_duration="2d", drawdown_lookback="10d")),
 }
 
 
@@ -101,7 +103,7 @@ def test_engine_stress_parity(risk_set: str, frames) -> None:
     """Test signals that exercise liquidations, funding, every sizing method and the protections."""
     with_stops, risk = RISK_SETS[risk_set]
     frame = frames[("BTC/USDT:USDT", "1h")]
-    fast, ref = both(frame, ema_cross(frame, 6, 24, with_stops), risk, BacktestConfig(slippage_bps=2.0))
+    fast, ref = both(frame, ema_cross(frame, 6, 24, with_stops), risk, MarketCosts(slippage_bps=2.0))
     assert len(fast.trades) > 10
     if risk_set == "liquidations":
         assert fast.n_liquidations > 10

@@ -15,18 +15,19 @@ import pandas as pd
 import pytest
 
 from backtests.engines import run_backtest
-from bot.config import BacktestConfig, RiskConfig
+from bot.config import BacktestConfig, MarketCosts, RiskConfig
 
 ENGINES = ["fast", "backtrader"]
 P = 100_000.0
-NO_COSTS = BacktestConfig(initial_cash=10_000.0, taker_fee=0.0, slippage_bps=0.0)
-NO_PROTECTIONS = {"max_drawdown": 1.0, "reduce_drawdown": 1.0, "daily_loss": 1.0}
+CASH = BacktestConfig(initial_cash=10_000.0)
+NO_COSTS = MarketCosts(taker_fee=0.0, slippage_bps=0.0)
+NO_PROTECTIONS = {"max_drawdown": 1.0, "reduce_drawdown": 0.99, "daily_loss": 1.0}
 FIXED = RiskConfig(sizing="fixed_fraction", fixed_fraction=1.0, max_leverage=10.0, **NO_PROTECTIONS)
 
 
-def frame_of(rows: list[tuple[float, float, float, float]], start: str = "2025-01-01 00:00",
+def frame_of(rows: list[tuple[float, float, float, float]], start: str = "2025-01-01 00:00", freq: str = "1h",
              **columns: list[float]) -> pd.DataFrame:
-    index = pd.date_range(start, periods=len(rows), freq="1h", tz="UTC", name="time")
+    index = pd.date_range(start, periods=len(rows), freq=freq, tz="UTC", name="time")
     frame = pd.DataFrame(rows, columns=["open", "high", "low", "close"], index=index, dtype=float)
     frame["volume"] = 1.0
     for name, values in columns.items():
@@ -51,8 +52,8 @@ def flip(values: list[float] | float) -> list[float] | float:
 
 
 def run(engine: str, frame: pd.DataFrame, signals: pd.DataFrame, risk: RiskConfig = FIXED,
-        backtest: BacktestConfig = NO_COSTS):
-    result = run_backtest(frame, signals, backtest, risk, engine=engine)
+        costs: MarketCosts = NO_COSTS):
+    result = run_backtest(frame, signals, CASH, risk, engine=engine, costs=costs)
     trades = result.trades
     # the books balance in every scenario: every trade is closed by the end
     assert math.isclose(trades["pnl"].sum(), result.final_equity - result.initial_cash, abs_tol=1e-6)
@@ -71,11 +72,14 @@ FLAT = (P, P, P, P)
 def test_funding_charged_on_the_position_held_at_settlement_only(engine: str, side: int) -> None:
     # held over the closes of bars 1..3; settlements at 0 (decision bar: not yet held), 2, 3, 4 (exited)
     rows = [FLAT] * 6
-    mark_close = [P, P, 100_500.0, P, P, P]
-    frame = frame_of(rows, mark_open=[P] * 6, mark_high=[P, P, 100_500.0, P, P, P], mark_low=[P] * 6,
-                     mark_close=mark_close, funding_rate=[0.0003, np.nan, 0.0001, -0.0002, 0.0005, np.nan])
+    # funding settled at the close τ of bar k is charged at the mark price at τ, the open of mark bar k+1
+    # (methods.md §B.3); bar 2's own mark close (100,200) is the last mark *before* τ and is not used
+    mark_open = [P, P, P, 100_500.0, P, P]
+    frame = frame_of(rows, mark_open=mark_open, mark_high=[P, P, 100_200.0, 100_500.0, P, P], mark_low=[P] * 6,
+                     mark_close=[P, P, 100_200.0, P, P, P],
+                     funding_rate=[0.0003, np.nan, 0.0001, -0.0002, 0.0005, np.nan])
     result = run(engine, frame, signals_of(frame, [side, side, side, 0, 0, 0]))
-    # bar 2: qty × mark_close × rate = 0.1 × 100,500 × 0.0001 = 1.005 paid by a long
+    # bar 2: qty × MP(τ) × rate = 0.1 × 100,500 × 0.0001 = 1.005 paid by a long
     # bar 3: 0.1 × 100,000 × (−0.0002) = −2.0, i.e. 2.0 received by a long
     expected = [0.0, 0.0, -1.005, 0.995, 0.995, 0.995]
     np.testing.assert_allclose(result.equity["funding_pnl"].to_numpy(), np.multiply(side, expected), atol=1e-12)
@@ -151,8 +155,8 @@ def test_liquidation_triggers_on_the_mark_price_not_the_last_price(engine: str) 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_liquidation_pays_no_exit_fee_and_keeps_the_entry_fee(engine: str) -> None:
     frame = frame_of(LIQ_ROWS)
-    costs = BacktestConfig(initial_cash=10_000.0, taker_fee=0.0005, slippage_bps=0.0)
-    result = run(engine, frame, signals_of(frame, [1, 1, 1, 1]), backtest=costs)
+    costs = MarketCosts(taker_fee=0.0005, slippage_bps=0.0)
+    result = run(engine, frame, signals_of(frame, [1, 1, 1, 1]), costs=costs)
     (trade,) = result.trades.itertuples()
     # entry fee 0.1 × 100,000 × 0.0005 = 5; the whole margin 1,000 is lost; no exit fee
     assert trade.fees == pytest.approx(5.0, abs=1e-9)
@@ -191,6 +195,73 @@ def test_a_gap_through_stop_and_liquidation_liquidates(engine: str) -> None:
     frame = frame_of(rows)
     result = run(engine, frame, signals_of(frame, [1, 1, 1, 1], stop=95_000.0))
     assert result.trades["exit_reason"].tolist() == ["liquidation"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("side", [1, -1])
+def test_liquidation_price_inside_the_entry_bar_liquidates(engine: str, side: int) -> None:
+    # methods.md §D.3.2: entry and liquidation in one bar → liquidation (the worst case), even though the
+    # 95,000 stop lies before LP (90,361.45) and would fill first in any later bar
+    rows = [FLAT, (P, 100_200.0, 90_300.0, 91_000.0), (91_000.0,) * 4]
+    rows = rows if side > 0 else mirror(rows)
+    frame = frame_of(rows)
+    result = run(engine, frame, signals_of(frame, [side] * 3, stop=95_000.0 if side > 0 else flip(95_000.0)))
+    (trade,) = result.trades.itertuples()
+    assert (trade.entry_bar, trade.exit_bar, trade.exit_reason) == (1, 1, "liquidation")
+    # booked at the bankruptcy price 100,000 ∓ 1,000 / 0.1: the whole 1,000 margin is lost (a stop would
+    # have lost 500)
+    assert trade.exit_price == pytest.approx(P - side * 10_000.0, rel=1e-12)
+    assert trade.pnl == pytest.approx(-1_000.0, abs=1e-9)
+    assert result.final_equity == pytest.approx(9_000.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_funding_that_moves_the_liquidation_price_re_clamps_the_stop(engine: str) -> None:
+    # long 0.1 @ 100,000, 1,000 margin, LP 90,361.45: the 91,000 stop is inside the buffer limit
+    # LP + 5 %·(EP − LP) = 90,843.37 and kept. 0.5 % funding at bar 1's close takes 50: LP moves to
+    # 9,050 / (0.1·0.996) = 90,863.45, the limit to 90,863.45 + 0.05·9,136.55 = 91,320.28, past the stop:
+    # the stop is pulled up to 91,320.28 (§D.3.4) and bar 2's low of 91,100 fills it
+    rows = [FLAT, FLAT, (P, P, 91_100.0, 92_000.0), (92_000.0,) * 4]
+    frame = frame_of(rows, funding_rate=[np.nan, 0.005, np.nan, np.nan])
+    result = run(engine, frame, signals_of(frame, [1] * 4, stop=91_000.0))
+    (trade,) = result.trades.itertuples()
+    assert (trade.exit_bar, trade.exit_reason) == (2, "stop")
+    assert trade.stop == 91_000.0  # the stop at the entry
+    assert trade.exit_price == pytest.approx(91_320.28112449798, rel=1e-12)
+    assert trade.funding == pytest.approx(-50.0, abs=1e-9)
+    assert trade.pnl == pytest.approx(0.1 * (91_320.28112449798 - P) - 50.0, abs=1e-9)  # −917.97
+
+
+# -- Who owns the stop ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("side", [1, -1])
+def test_risk_stop_mode_replaces_the_strategy_stop(engine: str, side: int) -> None:
+    rows = STOP_ROWS if side > 0 else mirror(STOP_ROWS)
+    frame = frame_of(rows)
+    signals = signals_of(frame, [side] * 4, stop=93_000.0 if side > 0 else flip(93_000.0))
+    # risk.stop = "strategy": the strategy's 93,000 stop is never touched, the trade runs to the end
+    (trade,) = run(engine, frame, signals).trades.itertuples()
+    assert (trade.exit_reason, trade.stop) == ("end", 93_000.0 if side > 0 else flip(93_000.0))
+    # risk.stop = "fixed_pct": 2 % from the 100,000 fill replaces it; bar 2's low 97,000 stops at 98,000
+    fixed = RiskConfig(sizing="fixed_fraction", fixed_fraction=1.0, max_leverage=10.0, stop="fixed_pct",
+                       stop_pct=0.02, **NO_PROTECTIONS)
+    (trade,) = run(engine, frame, signals, risk=fixed).trades.itertuples()
+    expected = 98_000.0 if side > 0 else flip(98_000.0)
+    assert (trade.exit_bar, trade.exit_reason, trade.stop, trade.exit_price) == (2, "stop", expected, expected)
+    assert trade.pnl == pytest.approx(-200.0, abs=1e-9)
+    # without any strategy stop, fixed_pct still produces the stop exit; the strategy's take-profit
+    # is executed by the core in either mode
+    no_stop = signals_of(frame, [side] * 4, take_profit=101_500.0 if side > 0 else flip(101_500.0))
+    (trade,) = run(engine, frame, no_stop, risk=fixed).trades.itertuples()
+    assert (trade.exit_reason, trade.exit_price) == ("stop", expected)
+    rows2 = list(STOP_ROWS)
+    rows2[2] = (P, 102_000.0, 99_000.0, 101_000.0)
+    frame2 = frame_of(rows2 if side > 0 else mirror(rows2))
+    (trade,) = run(engine, frame2, signals_of(frame2, [side] * 4, take_profit=101_500.0 if side > 0 else
+                                              flip(101_500.0)), risk=fixed).trades.itertuples()
+    assert (trade.exit_reason, trade.exit_price) == ("take_profit", 101_500.0 if side > 0 else flip(101_500.0))
 
 
 # -- Stops, take-profits, gaps ----------------------------------------------------------------
@@ -284,8 +355,8 @@ COST_ROWS = [FLAT, (P, 100_500.0, 99_500.0, P), FLAT, (101_000.0, 101_500.0, 100
 @pytest.mark.parametrize("engine", ENGINES)
 def test_taker_fee_on_both_sides(engine: str) -> None:
     frame = frame_of(COST_ROWS)
-    costs = BacktestConfig(initial_cash=10_000.0, taker_fee=0.0005, slippage_bps=0.0)
-    result = run(engine, frame, signals_of(frame, [1, 1, 0, 0]), backtest=costs)
+    costs = MarketCosts(taker_fee=0.0005, slippage_bps=0.0)
+    result = run(engine, frame, signals_of(frame, [1, 1, 0, 0]), costs=costs)
     (trade,) = result.trades.itertuples()
     # 0.1 × 100,000 × 0.0005 + 0.1 × 101,000 × 0.0005 = 5 + 5.05
     assert trade.fees == pytest.approx(10.05, abs=1e-9)
@@ -294,16 +365,30 @@ def test_taker_fee_on_both_sides(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_slippage_is_adverse_and_bounded_by_the_bar(engine: str) -> None:
+def test_slippage_is_a_cost_not_clipped_to_the_bar(engine: str) -> None:
     rows = list(COST_ROWS)
-    rows[1] = (P, 100_050.0, 99_500.0, P)  # 10 bp would be 100,100, above the high
+    rows[1] = (P, 100_050.0, 99_500.0, P)  # 10 bp is 100,100: above the high, filled there all the same
     frame = frame_of(rows)
-    costs = BacktestConfig(initial_cash=10_000.0, taker_fee=0.0, slippage_bps=10.0)
-    result = run(engine, frame, signals_of(frame, [1, 1, 0, 0]), backtest=costs)
+    costs = MarketCosts(taker_fee=0.0, slippage_bps=10.0)
+    result = run(engine, frame, signals_of(frame, [1, 1, 0, 0]), costs=costs)
     (trade,) = result.trades.itertuples()
-    assert trade.entry_price == pytest.approx(100_050.0, rel=1e-15)
+    assert trade.entry_price == pytest.approx(100_100.0, rel=1e-15)
     assert trade.exit_price == pytest.approx(101_000.0 * 0.999, rel=1e-15)
-    assert trade.pnl == pytest.approx(0.1 * (100_899.0 - 100_050.0), abs=1e-9)
+    # 0.1 × (100,899 − 100,100) = 79.9 (clipped to the high it would have been 84.9)
+    assert trade.pnl == pytest.approx(79.9, abs=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_stop_fill_slips_below_the_bar_low(engine: str) -> None:
+    rows = list(STOP_ROWS)
+    rows[2] = (P, P, 98_000.0, 98_500.0)  # the low touches the 98,000 stop exactly
+    frame = frame_of(rows)
+    costs = MarketCosts(taker_fee=0.0, slippage_bps=10.0)
+    result = run(engine, frame, signals_of(frame, [1] * 4, stop=98_000.0), costs=costs)
+    (trade,) = result.trades.itertuples()
+    # entry 100,000 × 1.001 = 100,100; the stop sells at 98,000 × 0.999 = 97,902, below the low
+    assert (trade.exit_reason, trade.exit_price) == ("stop", pytest.approx(97_902.0, rel=1e-15))
+    assert trade.pnl == pytest.approx(0.1 * (97_902.0 - 100_100.0), abs=1e-9)
 
 
 # -- Sizing ---------------------------------------------------------------------------------------
@@ -312,9 +397,9 @@ def test_slippage_is_adverse_and_bounded_by_the_bar(engine: str) -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_risk_per_trade_loses_exactly_the_budget_at_the_stop(engine: str) -> None:
     frame = frame_of(STOP_ROWS)
-    costs = BacktestConfig(initial_cash=10_000.0, taker_fee=0.0005, slippage_bps=0.0)
+    costs = MarketCosts(taker_fee=0.0005, slippage_bps=0.0)
     risk = RiskConfig(sizing="risk_per_trade", risk_per_trade=0.01, max_leverage=10.0, **NO_PROTECTIONS)
-    result = run(engine, frame, signals_of(frame, [1] * 4, stop=98_000.0), backtest=costs, risk=risk)
+    result = run(engine, frame, signals_of(frame, [1] * 4, stop=98_000.0), costs=costs, risk=risk)
     (trade,) = result.trades.itertuples()
     # per unit: 2,000 of price + 0.0005 × (100,000 + 98,000) of fees = 2,099
     assert trade.qty == pytest.approx(100.0 / 2_099.0, rel=1e-12)
@@ -336,7 +421,10 @@ def test_partial_target_scales_the_size(engine: str) -> None:
     assert result.trades["qty"].iloc[0] == pytest.approx(0.05, rel=1e-12)
 
 
-# -- Protections -----------------------------------------------------------------------------------
+# -- Protections (lock durations are times: each test runs on 1h and on 5m bars) -----------------------
+
+
+SPACINGS = [("1h", 1), ("5min", 12)]  # (bar spacing, bars per hour)
 
 
 DD_ROWS = [FLAT, (P, P, 97_000.0, 97_000.0), (97_000.0, 97_000.0, 94_000.0, 94_000.0),
@@ -349,10 +437,11 @@ def test_max_drawdown_halts_and_flattens(engine: str, side: int) -> None:
     rows = DD_ROWS if side > 0 else mirror(DD_ROWS)
     frame = frame_of(rows)
     risk = RiskConfig(sizing="fixed_fraction", fixed_fraction=1.0, max_leverage=10.0, max_drawdown=0.05,
-                      reduce_drawdown=1.0, daily_loss=1.0)
+                      reduce_drawdown=0.04, daily_loss=1.0)
     target = [side, side, side, side, -side, 0, side, -side]
     result = run(engine, frame, signals_of(frame, target), risk=risk)
-    # equity 9,400 at the close of bar 2 is 6 % below the peak: HALTED, flattened at the next open
+    # equity 9,400 at the close of bar 2 is 6 % below the peak: HALTED (for the default 3 days, i.e. to
+    # the end), flattened at the next open; 9,700 at bar 1 is 3 % down, above the 4 % REDUCING level
     (trade,) = result.trades.itertuples()
     assert (trade.exit_bar, trade.exit_reason) == (3, "protection")
     assert trade.pnl == pytest.approx(-600.0, abs=1e-9)
@@ -361,25 +450,63 @@ def test_max_drawdown_halts_and_flattens(engine: str, side: int) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_reducing_keeps_the_position_but_refuses_new_exposure(engine: str) -> None:
-    rows = [FLAT, (P, P, 97_000.0, 97_000.0), (97_000.0, 98_000.0, 96_500.0, 98_000.0),
-            (98_000.0,) * 4, (98_000.0,) * 4, (98_000.0,) * 4]
-    frame = frame_of(rows)
-    risk = RiskConfig(sizing="fixed_fraction", fixed_fraction=1.0, max_leverage=10.0, max_drawdown=0.5,
-                      reduce_drawdown=0.02, daily_loss=1.0)
-    result = run(engine, frame, signals_of(frame, [1, 1, 1, -1, -1, 1]), risk=risk)
-    # REDUCING from bar 1 (3 % down): the long is held until the signal exit, the short is refused
-    assert result.trades[["side", "entry_bar", "exit_bar", "exit_reason"]].values.tolist() == [
-        [1, 1, 4, "signal"]]
-    assert result.equity["risk_state"].tolist()[1:] == ["REDUCING"] * 5
+@pytest.mark.parametrize(("freq", "m"), SPACINGS)
+def test_halt_releases_when_its_lock_ends(engine: str, freq: str, m: int) -> None:
+    # bar 1 closes 6 % down (9,400): HALTED for 3 h from its close, the drawdown measured afresh from 9,400;
+    # the long is flattened at bar 2's open. Closes at t1 .. t1 + 3h − 1 bar are HALTED: 3·m closes
+    n = 3 * m + 4
+    rows = [FLAT, (P, P, 94_000.0, 94_000.0)] + [(94_000.0,) * 4] * (n - 2)
+    frame = frame_of(rows, freq=freq)
+    risk = RiskConfig(sizing="fixed_fraction", fixed_fraction=1.0, max_leverage=10.0, max_drawdown=0.05,
+                      reduce_drawdown=0.02, halt_duration="3h", daily_loss=1.0)
+    target = [1, 1, 0] + [1] * (n - 3)
+    result = run(engine, frame, signals_of(frame, target), risk=risk)
+    assert result.equity["risk_state"].tolist() == ["ACTIVE"] + ["HALTED"] * (3 * m) + ["ACTIVE"] * 3
+    # the first ACTIVE close (bar 3m + 1) decides a full-size long: 9,400 / 94,000 = 0.1
+    assert result.trades[["entry_bar", "exit_bar", "exit_reason"]].values.tolist() == [
+        [1, 2, "protection"], [3 * m + 2, 3 * m + 3, "end"]]
+    assert result.trades["qty"].iloc[1] == pytest.approx(0.1, rel=1e-12)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_daily_loss_halts_until_the_next_utc_day(engine: str) -> None:
+@pytest.mark.parametrize(("freq", "m"), SPACINGS)
+def test_reducing_halves_new_entries_and_releases_when_the_peak_expires(engine: str, freq: str, m: int) -> None:
+    # a long loses 300 (3 %) in bar 1 and is closed at bar 2's open: 9,700 flat. REDUCING (2 % level) until
+    # the 10,000 peak of bar 0 is 6 h old (drawdown_lookback): ACTIVE again from bar 6·m
+    n = 6 * m + 5
+    rows = [FLAT, (P, P, 97_000.0, 97_000.0)] + [(97_000.0,) * 4] * (n - 2)
+    frame = frame_of(rows, freq=freq)
+    risk = RiskConfig(sizing="fixed_fraction", fixed_fraction=1.0, max_leverage=10.0, max_drawdown=0.5,
+                      reduce_drawdown=0.02, drawdown_lookback="6h", daily_loss=1.0)
+    target = [1, 0] + [0] * (6 * m - 4) + [1, 1, 1, 0, 1, 1, 1]
+    assert len(target) == n
+    result = run(engine, frame, signals_of(frame, target), risk=risk)
+    assert result.equity["risk_state"].tolist() == ["ACTIVE"] + ["REDUCING"] * (6 * m - 1) + ["ACTIVE"] * 5
+    assert result.trades[["entry_bar", "exit_bar", "exit_reason"]].values.tolist() == [
+        [1, 2, "signal"], [6 * m - 1, 6 * m + 2, "signal"], [6 * m + 3, 6 * m + 4, "end"]]
+    # decided REDUCING: half of 9,700 / 97,000; decided ACTIVE: all of it
+    np.testing.assert_allclose(result.trades["qty"], [0.1, 0.05, 0.1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_reducing_releases_when_equity_recovers(engine: str) -> None:
+    rows = [FLAT, (P, P, 97_000.0, 97_000.0), (97_000.0, 99_000.0, 97_000.0, 99_000.0), (99_000.0,) * 4]
+    frame = frame_of(rows)
+    risk = RiskConfig(sizing="fixed_fraction", fixed_fraction=1.0, max_leverage=10.0, max_drawdown=0.5,
+                      reduce_drawdown=0.02, daily_loss=1.0)
+    result = run(engine, frame, signals_of(frame, [1, 1, 1, 1]), risk=risk)
+    # 9,700 (3 % down) → REDUCING; 9,900 (1 % down) → ACTIVE; the held long is kept throughout
+    assert result.equity["risk_state"].tolist() == ["ACTIVE", "REDUCING", "ACTIVE", "ACTIVE"]
+    assert result.trades[["entry_bar", "exit_bar", "exit_reason"]].values.tolist() == [[1, 3, "end"]]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("freq", "start"), [("1h", "2025-01-01 20:00"), ("5min", "2025-01-01 23:40")])
+def test_daily_loss_halts_until_the_next_utc_day(engine: str, freq: str, start: str) -> None:
     rows = [FLAT, (P, P, 96_000.0, 96_000.0)] + [(96_000.0,) * 4] * 5
-    frame = frame_of(rows, start="2025-01-01 20:00")  # bar 4 opens at 00:00 on Jan 2
+    frame = frame_of(rows, start=start, freq=freq)  # bar 4 opens at 00:00 on Jan 2 on both spacings
     risk = RiskConfig(sizing="fixed_fraction", fixed_fraction=1.0, max_leverage=10.0, max_drawdown=1.0,
-                      reduce_drawdown=1.0, daily_loss=0.03)
+                      reduce_drawdown=0.99, daily_loss=0.03)
     result = run(engine, frame, signals_of(frame, [1, 1, -1, -1, -1, -1, -1]), risk=risk)
     assert result.equity["risk_state"].tolist() == ["ACTIVE"] + ["HALTED"] * 3 + ["ACTIVE"] * 3
     # the short refused on Jan 1 is entered at the first open after the first Jan 2 close
@@ -388,19 +515,24 @@ def test_daily_loss_halts_until_the_next_utc_day(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_cooldown_after_consecutive_stop_outs(engine: str) -> None:
+@pytest.mark.parametrize(("freq", "m"), SPACINGS)
+def test_cooldown_after_consecutive_stop_outs_releases(engine: str, freq: str, m: int) -> None:
+    n = 3 * m + 7
     rows = [FLAT, FLAT, (P, P, 98_000.0, 99_000.0), (99_000.0, 99_000.0, 99_000.0, 99_000.0),
-            (99_000.0, 101_000.0, 99_000.0, 100_000.0)] + [(100_000.0,) * 4] * 5
-    frame = frame_of(rows)
+            (99_000.0, 101_000.0, 99_000.0, 100_000.0)] + [(100_000.0,) * 4] * (n - 5)
+    frame = frame_of(rows, freq=freq)
     risk = RiskConfig(sizing="fixed_fraction", fixed_fraction=0.1, max_leverage=10.0, cooldown_stopouts=2,
-                      cooldown_bars=3, **NO_PROTECTIONS)
-    target = [1, 1, -1, -1, 1, 1, 1, 1, 1, 1]
-    stop = [99_000.0, 99_000.0, 100_000.0, 100_000.0] + [99_000.0] * 6
+                      cooldown="3h", **NO_PROTECTIONS)
+    target = [1, 1, -1, -1] + [1] * (n - 4)
+    stop = [99_000.0, 99_000.0, 100_000.0, 100_000.0] + [99_000.0] * (n - 4)
     result = run(engine, frame, signals_of(frame, target, stop=stop), risk=risk)
-    # stop-outs at bars 2 (long) and 4 (short): no entries decided at the closes of bars 4, 5, 6
+    # stop-outs in bars 2 (long) and 4 (short): HALTED for 3 h from bar 4, i.e. the closes of bars
+    # 4 .. 4 + 3m − 1; the long is decided at the first ACTIVE close, bar 4 + 3m. (Re-derived for the
+    # recovering protections: the cooldown was 3 bars of REDUCING, which refused entries; REDUCING now
+    # only scales entries, so the cooldown is a 3 h HALTED lock — the same trades on 1h bars.)
     assert result.trades[["side", "entry_bar", "exit_bar", "exit_reason"]].values.tolist() == [
-        [1, 1, 2, "stop"], [-1, 3, 4, "stop"], [1, 8, 9, "end"]]
-    assert result.equity["risk_state"].tolist()[3:8] == ["ACTIVE", "REDUCING", "REDUCING", "REDUCING", "ACTIVE"]
+        [1, 1, 2, "stop"], [-1, 3, 4, "stop"], [1, 3 * m + 5, 3 * m + 6, "end"]]
+    assert result.equity["risk_state"].tolist()[3:] == ["ACTIVE"] + ["HALTED"] * (3 * m) + ["ACTIVE"] * 3
 
 
 @pytest.mark.parametrize("engine", ENGINES)

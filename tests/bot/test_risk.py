@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bot.config import RiskConfig
+from bot.config import MarketCosts, RiskConfig
 from bot.risk import TradingState
 from bot.risk.brackets import bracket_index, load_brackets, maintenance_amounts
 from bot.risk.execution import (
@@ -28,13 +28,15 @@ from bot.risk.liquidation import (
     isolated_margin,
     liquidation_price,
 )
-from bot.risk.params import SIZING_CODES, pack_params
+from bot.risk.params import SIZING_CODES, risk_params
 from bot.risk.protections import (
     ACTIVE,
     HALTED,
     REDUCING,
     ProtectionState,
     allows,
+    clear_halt,
+    entry_scale,
     new_state,
     record_exit,
     update_state,
@@ -128,10 +130,10 @@ def test_isolated_margin_uses_the_capped_leverage() -> None:
 # -- Sizing -------------------------------------------------------------------------------------
 
 
-def packed(**kwargs) -> np.ndarray:
+def packed(**kwargs):
     fee = kwargs.pop("fee", 0.0005)
     slippage_bps = kwargs.pop("slippage_bps", 1.0)
-    return pack_params(RiskConfig(**kwargs), fee, slippage_bps)
+    return risk_params(RiskConfig(**kwargs), MarketCosts(taker_fee=fee, slippage_bps=slippage_bps))
 
 
 @settings(max_examples=300, deadline=None)
@@ -237,80 +239,144 @@ def test_average_true_range_by_hand() -> None:
 
 # -- Protections --------------------------------------------------------------------------------------
 
+H = 3_600
+
+
+def params(**kwargs):
+    base = {"max_drawdown": 1.0, "reduce_drawdown": 0.99, "daily_loss": 1.0}
+    return packed(**{**base, **kwargs})
+
 
 @settings(deadline=None)  # the first call may compile numba code
 @given(state=st.sampled_from([ACTIVE, REDUCING, HALTED]), position=st.floats(-10.0, 10.0),
        order=st.floats(-10.0, 10.0))
-def test_halted_refuses_every_order_and_reducing_refuses_growth(state: int, position: float,
-                                                                order: float) -> None:
+def test_halted_allows_only_flattening_orders(state: int, position: float, order: float) -> None:
     ok = allows(state, position, order)
-    if order == 0.0:
+    if order == 0.0 or state != HALTED:
         assert ok
-    elif state == HALTED:
-        assert not ok
-    elif state == REDUCING:
-        if ok:
-            assert abs(position + order) < abs(position)
-            assert (position + order) * position >= 0.0
-        if abs(position + order) > abs(position) or position == 0.0:
-            assert not ok
+    elif ok:
+        assert abs(position + order) < abs(position) and (position + order) * position >= 0.0
     else:
-        assert ok
+        assert abs(position + order) >= abs(position) or (position + order) * position < 0.0
 
 
-@settings(deadline=None)  # the first call may compile numba code
-@given(equities=st.lists(st.floats(1_000.0, 20_000.0), min_size=1, max_size=80))
-def test_max_drawdown_halt_is_final(equities: list[float]) -> None:
-    s = new_state(10_000.0, 100)
-    peak = 10_000.0
-    halted = False
-    for bar, equity in enumerate(equities):
-        s, state = update_state(s, equity, 100 + bar // 24, bar, 0.25, 0.15, 1.0)
-        peak = max(peak, equity)
-        halted = halted or equity <= peak * 0.75
-        assert (state == HALTED) == halted
-        if not halted:
-            assert (state == REDUCING) == (equity <= peak * 0.85)
+def test_entry_scale_by_state() -> None:
+    p = params(reduce_size_factor=0.25)
+    assert (entry_scale(ACTIVE, p), entry_scale(REDUCING, p), entry_scale(HALTED, p)) == (1.0, 0.25, 0.0)
 
 
-def run_states(s: ProtectionState, steps: list[tuple[float, int, int]]) -> list[int]:
-    """Feed (equity, day, bar) closes with only the daily-loss limit (5 %) active; return the codes."""
+def run_states(s: ProtectionState, p, steps: list[tuple[float, int]]) -> list[int]:
+    """Feed (equity, time) closes; return the state codes."""
     codes = []
-    for equity, day, bar in steps:
-        s, code = update_state(s, equity, day, bar, 1.0, 1.0, 0.05)
+    for equity, t in steps:
+        s, code = update_state(s, equity, t, p)
         codes.append(int(code))
     return codes
 
 
+@pytest.mark.parametrize("step", [H, 300])  # 1h and 5m bars: the locks are times
+def test_drawdown_halt_releases_after_its_lock_and_restarts_the_peak(step: int) -> None:
+    p = params(max_drawdown=0.25, reduce_drawdown=0.15, halt_duration="2h")
+    per_hour = H // step
+    closes = [(10_000.0, 0), (7_400.0, step)]  # 26 % down at t = step: HALTED until step + 2 h
+    closes += [(7_400.0, step + i * step) for i in range(1, 2 * per_hour + 2)]
+    codes = run_states(new_state(10_000.0, 0), p, closes)
+    # t = step .. step + 2h − step are HALTED (2·per_hour closes), then the peak is 7,400: ACTIVE
+    assert codes == [ACTIVE] + [HALTED] * (2 * per_hour) + [ACTIVE] * 2
+
+
+def test_reducing_releases_when_the_peak_is_older_than_the_lookback() -> None:
+    p = params(max_drawdown=0.25, reduce_drawdown=0.15, drawdown_lookback="5h")
+    # peak 10,000 at t = 0; 8,400 is 16 % down → REDUCING until the peak is 5 h old, then 8,400 is the peak
+    closes = [(10_000.0, 0)] + [(8_400.0, k * H) for k in range(1, 7)]
+    assert run_states(new_state(10_000.0, 0), p, closes) == [ACTIVE] + [REDUCING] * 4 + [ACTIVE] * 2
+    # a new high resets the clock: 10,500 at 1 h keeps the peak alive until 6 h
+    closes = [(10_000.0, 0), (10_500.0, H)] + [(8_900.0, k * H) for k in range(2, 8)]
+    assert run_states(new_state(10_000.0, 0), p, closes) == [ACTIVE] * 2 + [REDUCING] * 4 + [ACTIVE] * 2
+
+
 def test_daily_loss_halts_until_the_next_day() -> None:
-    codes = run_states(new_state(10_000.0, 0), [
-        (9_800.0, 0, 0),
-        (9_400.0, 0, 1),  # 6 % down since the day began
-        (9_900.0, 0, 2),  # still the same day
-        (9_500.0, 1, 3),  # new day, start = 9,900
-        (9_400.0, 1, 4),  # 9,405 is 5 % below 9,900
+    p = params(daily_loss=0.05)
+    day = 86_400
+    codes = run_states(new_state(10_000.0, 0), p, [
+        (9_800.0, 0),
+        (9_400.0, H),  # 6 % down since the day began: HALTED until 00:00 tomorrow
+        (9_900.0, 2 * H),  # still the same day
+        (9_500.0, day),  # new day, start = 9,900
+        (9_400.0, day + H),  # 9,405 is 5 % below 9,900
+        (9_400.0, 2 * day - 300),
+        (9_400.0, 2 * day),
     ])
-    assert codes == [ACTIVE, HALTED, HALTED, ACTIVE, HALTED]
+    assert codes == [ACTIVE, HALTED, HALTED, ACTIVE, HALTED, HALTED, ACTIVE]
 
 
-def test_cooldown_after_consecutive_stopouts() -> None:
+def test_cooldown_after_consecutive_stopouts_releases_after_its_duration() -> None:
+    p = params(cooldown_stopouts=2, cooldown="3h")
     s = new_state(10_000.0, 0)
-    s = record_exit(s, True, 5, 2, 3)
-    s = record_exit(s, False, 6, 2, 3)  # any other exit resets the count
-    s = record_exit(s, True, 7, 2, 3)
-    assert run_states(s, [(10_000.0, 0, 7)]) == [ACTIVE]
-    s = record_exit(s, True, 8, 2, 3)
-    assert run_states(s, [(10_000.0, 0, bar) for bar in range(8, 13)]) == [REDUCING] * 3 + [ACTIVE] * 2
+    s = record_exit(s, True, 5 * H, p)
+    s = record_exit(s, False, 6 * H, p)  # any other exit resets the count
+    s = record_exit(s, True, 7 * H, p)
+    assert run_states(s, p, [(10_000.0, 7 * H)]) == [ACTIVE]
+    s = record_exit(s, True, 8 * H, p)
+    assert run_states(s, p, [(10_000.0, t * H) for t in range(8, 13)]) == [HALTED] * 3 + [ACTIVE] * 2
+
+
+@settings(deadline=None)
+@given(equities=st.lists(st.floats(1_000.0, 20_000.0), min_size=1, max_size=80),
+       halt_h=st.integers(1, 10), lookback_h=st.integers(1, 50))
+def test_every_state_is_left_once_the_account_is_flat(equities: list[float], halt_h: int, lookback_h: int) -> None:
+    # whatever happened before, a flat account (constant equity) is ACTIVE again after the longest lock
+    p = params(max_drawdown=0.25, reduce_drawdown=0.15, daily_loss=0.05, halt_duration=f"{halt_h}h",
+               drawdown_lookback=f"{lookback_h}h")
+    s = new_state(10_000.0, 0)
+    for k, equity in enumerate(equities):
+        s, _ = update_state(s, equity, k * H, p)
+    t = len(equities) * H + max(halt_h, lookback_h) * H + 86_400
+    s, code = update_state(s, equities[-1], t, p)
+    assert code == ACTIVE
+
+
+def test_a_person_can_clear_a_halt() -> None:
+    p = params(max_drawdown=0.25, reduce_drawdown=0.15, halt_duration="7d")
+    s, code = update_state(new_state(10_000.0, 0), 7_000.0, H, p)
+    assert code == HALTED
+    s = clear_halt(s, 2 * H)
+    s, code = update_state(s, 7_000.0, 2 * H, p)
+    assert code == ACTIVE and s.peak == 7_000.0
+
+
+def test_inconsistent_levels_exit_2_from_the_cli(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "config.toml"
+    bad.write_text("[risk]\nmax_drawdown = 0.1\nreduce_drawdown = 0.2\n")
+    proc = subprocess.run([sys.executable, "-m", "bot", "data-info", "--config", str(bad)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "reduce_drawdown (0.2) must be below max_drawdown (0.1)" in line
 
 
 def test_state_is_a_value() -> None:
+    p = params()
     s0 = new_state(10_000.0, 0)
-    s1, _ = update_state(s0, 12_000.0, 0, 0, 0.25, 0.15, 0.05)
+    s1, _ = update_state(s0, 12_000.0, 0, p)
     assert s0.peak == 10_000.0 and s1.peak == 12_000.0 and isinstance(s1, ProtectionState)
 
 
 def test_trading_state_names() -> None:
     assert TradingState(HALTED).name == "HALTED" and int(TradingState.REDUCING) == REDUCING
+
+
+def test_inconsistent_levels_are_refused_at_config_load() -> None:
+    from bot.config import parse_config
+    from bot.errors import UserError
+
+    with pytest.raises(UserError, match=r"reduce_drawdown \(0.3\) must be below max_drawdown \(0.25\)"):
+        parse_config({"risk": {"reduce_drawdown": 0.3}})
+    with pytest.raises(UserError, match="risk.cooldown: .*invalid duration '24'"):
+        parse_config({"risk": {"cooldown": "24"}})
 
 
 # -- Fills, intrabar order, target rule ----------------------------------------------------------
@@ -332,6 +398,11 @@ def test_intrabar_order_long() -> None:
     assert tp == (EXIT_TAKE_PROFIT, 105.0)
     nothing = intrabar_exit(1, 100.0, 101.0, 99.0, 100.0, 101.0, 99.0, 95.0, 105.0, 80.0, 0.0)
     assert nothing[0] == EXIT_NONE
+    # the entry bar: LP inside its mark range liquidates even though the stop lies before LP
+    assert stop_first[0] == EXIT_STOP
+    entry_bar = intrabar_exit(1, 100.0, 101.0, 70.0, 100.0, 101.0, 70.0, 95.0, math.nan, 80.0, 0.0, True)
+    assert entry_bar[0] == EXIT_LIQUIDATION
+    assert intrabar_exit(1, 100.0, 101.0, 90.0, 100.0, 101.0, 90.0, 95.0, math.nan, 80.0, 0.0, True)[0] == EXIT_STOP
 
 
 @settings(deadline=None)  # the first call may compile numba code
@@ -345,14 +416,20 @@ def test_intrabar_mirror_symmetry(side: int, o: float, up: float, down: float, s
     short = intrabar_exit(-1, m - o, m - lo, m - h, m - o, m - lo, m - h, 100.0 + stop_d, 100.0 - tp_d,
                           100.0 + lp_d, 0.0)
     assert long[0] == short[0]
+    for entry_bar in (False, True):
+        a = intrabar_exit(1, o, h, lo, o, h, lo, 100.0 - stop_d, 100.0 + tp_d, 100.0 - lp_d, slip, entry_bar)
+        b = intrabar_exit(-1, m - o, m - lo, m - h, m - o, m - lo, m - h, 100.0 + stop_d, 100.0 - tp_d,
+                          100.0 + lp_d, slip, entry_bar)
+        assert a[0] == b[0]
+        if a[0] != EXIT_LIQUIDATION and a[0] != EXIT_NONE:
+            assert a[1] - 100.0 == pytest.approx(100.0 - b[1], abs=1e-9) or slip > 0.0
 
 
 @settings(deadline=None)  # the first call may compile numba code
 @given(side=sides, price=prices, spread=st.floats(0.0, 0.05), slip=st.floats(0.0, 0.01))
-def test_market_fills_are_adverse_and_inside_the_bar(side: int, price: float, spread: float, slip: float) -> None:
-    high, low = price * (1 + spread), price * (1 - spread)
-    fill = market_fill(side, price, high, low, slip)
-    assert low <= fill <= high
+def test_market_fills_are_adverse_by_the_slippage(side: int, price: float, spread: float, slip: float) -> None:
+    fill = market_fill(side, price, slip)
+    assert fill == price * (1 + side * slip)  # a cost: never clipped to a bar's range
     assert side * (fill - price) >= 0.0
 
 
@@ -371,7 +448,7 @@ def test_target_rule(position: int, target: float, blocked: int, expected: tuple
     assert target_action(position, target, blocked) == expected
 
 
-@pytest.mark.parametrize("module", ["brackets", "liquidation", "protections", "sizing", "stops"])
+@pytest.mark.parametrize("module", ["brackets", "liquidation", "params", "protections", "sizing", "stops"])
 def test_docstring_examples(module: str) -> None:
     import doctest
     import importlib
