@@ -30,16 +30,11 @@ def _trade_fault_rates(specs: list[str]) -> dict[str, float]:
 
 
 def _market_costs(cfg: Config) -> Callable[[str], tuple[float, float]]:
-    """Each market's (taker fee, slippage bps) as its backtest charges them: ``[costs]`` per market
-    where the config has that section, else ``[backtest] taker_fee / slippage_bps``."""
-    section = getattr(cfg, "costs", None)
-    if section is not None:
-        def per_market(symbol: str) -> tuple[float, float]:
-            market = section.for_symbol(symbol)
-            return market.taker_fee, market.slippage_bps
-        return per_market
-    backtest = cfg.backtest
-    return lambda symbol: (backtest.taker_fee, backtest.slippage_bps)
+    """Each market's (taker fee, slippage bps) as its backtest charges them (``[costs]`` per market)."""
+    def per_market(symbol: str) -> tuple[float, float]:
+        market = cfg.costs.for_symbol(symbol)
+        return market.taker_fee, market.slippage_bps
+    return per_market
 
 
 def replay_server(

@@ -34,6 +34,13 @@ def taker_fee(p: RiskParams, qty: float, price: float) -> float:
 
 
 @nb.njit(cache=True, inline="always")
+def funding_flow(side: int, qty: float, mark: float, rate: float) -> float:
+    """Return the cash a position of ``side`` and ``qty`` receives at a funding settlement:
+    ``−side · qty · mark · rate`` (longs pay a positive rate, methods.md §B.3)."""
+    return -side * qty * mark * rate
+
+
+@nb.njit(cache=True, inline="always")
 def open_position(p: RiskParams, br: BracketTable, acct: Account, intent: Intent, bar: int,
                   price: float) -> tuple[Position, Account]:
     """Open ``intent``'s position filled at ``price`` in bar ``bar``; return (position, account)."""
@@ -58,7 +65,7 @@ def settle_funding(p: RiskParams, br: BracketTable, pos: Position, acct: Account
     if pos.side == 0 or math.isnan(rate):
         return pos, acct
     side = pos.side
-    flow = -side * pos.qty * mark * rate
+    flow = funding_flow(side, pos.qty, mark, rate)
     margin = pos.margin + flow
     lp = liquidation_price(side, pos.qty, pos.entry, margin, br.cap, br.mmr, br.cum)
     bp = bankruptcy_price(side, pos.qty, pos.entry, margin)

@@ -1,30 +1,20 @@
-"""The replay exchange's one door into the shared trading rules (``bot.risk``).
+"""The replay exchange's one door into the shared trading rules (``bot.core``, ``bot.risk``).
 
 Every number the matching engine books — fill price, fee, isolated margin, liquidation and
 bankruptcy price, maintenance margin, funding payment, the intrabar order of stop / take profit /
 liquidation — comes from a function here, and each of these calls the backtest's own function
-(docs/architecture.md, "One core"). When the rules move into ``bot/core`` only this module changes.
-
-Two rules have no public scalar function in ``bot.risk`` yet: the taker fee
-(``qty · price · fee_rate``, as the engines book it) and the funding payment
-(``−side · qty · mark · rate``, architecture.md "Execution semantics"). They are written once,
-here, with those exact forms, for the lead to point at the core's functions after the merge.
-
-The core's move (``bot/core``) changes what this module calls: the fill functions lose their
-bar-range bound (``market_fill(side, price, slip)``, ``take_profit_fill(side, tp, open, slip)``),
-``intrabar_exit`` gains ``entry_bar``, and funding is charged at the mark price *at* the settlement
-(the open of the mark kline starting there) instead of the settling bar's mark close. :data:`CORE`
-says whether ``bot.core`` is installed and each wrapper follows that side, so the replay books
-exactly what the installed backtest books on both sides of the merge; drop the old side once the
-core is in.
+(docs/architecture.md, "One core"): slipped fills never clipped to the bar's range, the entry-bar
+liquidation rule, funding at the mark price at the settlement time τ.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.config import MarketCosts, RiskConfig
+from bot.core.book import funding_flow
+from bot.core.book import taker_fee as core_taker_fee
 from bot.risk.brackets import Brackets, bracket_index, brackets_for
 from bot.risk.execution import (
     EXIT_LIQUIDATION,
@@ -36,25 +26,30 @@ from bot.risk.execution import (
     take_profit_fill,
 )
 from bot.risk.liquidation import bankruptcy_price, isolated_margin, liquidation_price
+from bot.risk.params import RiskParams, risk_params
 
 EXITS = {EXIT_NONE: None, EXIT_STOP: "stop", EXIT_TAKE_PROFIT: "take_profit", EXIT_LIQUIDATION: "liquidation"}
 
 
-# bot/core installed: unbounded slipped fills, the entry-bar liquidation rule, funding at MP(τ)
-CORE = importlib.util.find_spec("bot.core") is not None
-
-
 @dataclass(frozen=True)
 class Costs:
-    """Taker fee and slippage as fractions (the backtest's ``[backtest] taker_fee, slippage_bps``)."""
+    """One market's taker fee and slippage as the core reads them (``[costs]``, fractions)."""
 
-    taker_fee: float
-    slippage: float
+    params: RiskParams
+
+    @property
+    def taker_fee(self) -> float:
+        return self.params.taker_fee
+
+    @property
+    def slippage(self) -> float:
+        return self.params.slippage
 
     @classmethod
     def from_config(cls, taker_fee: float, slippage_bps: float) -> Costs:
-        """From the config's units: a fee fraction and slippage in basis points (bps / 10 000)."""
-        return cls(float(taker_fee), float(slippage_bps) / 10_000.0)
+        """From the config's units (a fee fraction, slippage in basis points), converted by the one
+        conversion every engine uses (``bot.risk.params.risk_params``)."""
+        return cls(risk_params(RiskConfig(), MarketCosts(taker_fee=taker_fee, slippage_bps=slippage_bps)))
 
 
 # one market's costs by unified symbol ([costs] is per market)
@@ -67,19 +62,14 @@ def brackets(symbol: str) -> Brackets:
 
 
 def market_price(side: int, price: float, high: float, low: float, costs: Costs) -> float:
-    """Fill of a market order of ``side`` (+1 buy) at ``price``, slipped (and, before the core, bounded
-    by the bar's ``high``/``low``)."""
-    if CORE:
-        return float(market_fill(int(side), float(price), costs.slippage))
-    return float(market_fill(int(side), float(price), float(high), float(low), costs.slippage))
+    """Fill of a market order of ``side`` (+1 buy) at ``price``, slipped (a cost: not bounded by the
+    bar's ``high``/``low``, which are accepted for the callers' convenience)."""
+    return float(market_fill(int(side), float(price), costs.slippage))
 
 
 def take_profit_price(position_side: int, tp: float, open_: float, high: float, low: float, costs: Costs) -> float:
     """Fill of the take profit closing a position of ``position_side`` (gap: slipped open, never worse)."""
-    if CORE:
-        return float(take_profit_fill(int(position_side), float(tp), float(open_), costs.slippage))
-    return float(take_profit_fill(int(position_side), float(tp), float(open_), float(high), float(low),
-                                  costs.slippage))
+    return float(take_profit_fill(int(position_side), float(tp), float(open_), costs.slippage))
 
 
 def intrabar(side: int, bar: tuple[float, float, float], mark: tuple[float, float, float], stop: float,
@@ -92,26 +82,24 @@ def intrabar(side: int, bar: tuple[float, float, float], mark: tuple[float, floa
     """
     args = (int(side), bar[0], bar[1], bar[2], mark[0], mark[1], mark[2], float(stop), float(take_profit),
             float(lp), costs.slippage)
-    code, price = intrabar_exit(*args, bool(entry_bar)) if CORE else intrabar_exit(*args)
+    code, price = intrabar_exit(*args, bool(entry_bar))
     return EXITS[int(code)], float(price)
 
 
 def taker_fee(qty: float, price: float, costs: Costs) -> float:
-    """Fee of a taker fill: ``qty · price · fee_rate`` (module docstring)."""
-    return qty * price * costs.taker_fee
+    """Fee of a taker fill (the core's ``taker_fee``: on notional)."""
+    return float(core_taker_fee(costs.params, float(qty), float(price)))
 
 
 def funding_mark(mark_close: float, next_mark_open: float) -> float:
-    """The mark price a settlement at a bar's close is charged at: the settling bar's mark close, or
-    with the core the mark at τ (the next mark kline's open; the mark close when there is none)."""
-    if CORE and next_mark_open == next_mark_open:  # not NaN
-        return next_mark_open
-    return mark_close
+    """The mark price a settlement at a bar's close is charged at: the mark at τ, i.e. the next mark
+    kline's open (the settling bar's mark close when there is none), as the core's ``Bar.funding_mark``."""
+    return next_mark_open if next_mark_open == next_mark_open else mark_close  # NaN check
 
 
 def funding_payment(side: int, qty: float, mark: float, rate: float) -> float:
-    """Cash flow of a funding settlement to the position: ``−side · qty · mark · rate``."""
-    return -side * qty * mark * rate
+    """Cash flow of a funding settlement to the position (the core's ``funding_flow``)."""
+    return float(funding_flow(int(side), float(qty), float(mark), float(rate)))
 
 
 def initial_margin(notional: float, leverage: float, b: Brackets) -> float:

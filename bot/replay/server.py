@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bot.config import CostsConfig
 from bot.errors import UserError
 from bot.replay.account import Account
 from bot.replay.accounting import Costs
@@ -55,7 +56,8 @@ class ReplayServer:
     ``api_key``, ``secret``  the test account's credentials (signed endpoints answer -2015 without)
     ``state``  SQLite file of the account (None: in memory, gone at stop)
     ``initial_balance``  USDT of a new account
-    ``taker_fee``, ``slippage_bps``  the backtest's cost model (fee fraction, basis points)
+    ``taker_fee``, ``slippage_bps``  one cost model for every market (fee fraction, basis points);
+               default: each market's ``[costs]`` defaults, as the backtest charges them
     ``market_costs``  unified symbol -> (taker fee, slippage bps) per market; overrides the two above
     ``trade_faults``  :class:`TradeFaults` (switch them per test with ``server.trade_faults.arm``)
     ``timeframe``  the bars the matching engine books (default: finest with candles and mark)
@@ -80,8 +82,8 @@ class ReplayServer:
         secret: str | None = None,
         state: Path | str | None = None,
         initial_balance: float = 10_000.0,
-        taker_fee: float = 0.0005,
-        slippage_bps: float = 1.0,
+        taker_fee: float | None = None,
+        slippage_bps: float | None = None,
         market_costs: Callable[[str], tuple[float, float]] | None = None,
         trade_faults: TradeFaults | None = None,
         timeframe: str | None = None,
@@ -103,8 +105,16 @@ class ReplayServer:
         self.clock = ReplayClock(0, speed)
         self.api = BinanceUsdmApi(self.data, self.clock)
         self.trade_faults = trade_faults or TradeFaults()
-        default = Costs.from_config(taker_fee, slippage_bps)
-        costs = default if market_costs is None else (lambda symbol: Costs.from_config(*market_costs(symbol)))
+        if market_costs is None:  # each market's [costs] defaults, unless one fee/slippage is given
+            defaults = CostsConfig()
+
+            def market_costs(symbol: str) -> tuple[float, float]:
+                market = defaults.for_symbol(symbol)
+                return (market.taker_fee if taker_fee is None else taker_fee,
+                        market.slippage_bps if slippage_bps is None else slippage_bps)
+
+        def costs(symbol: str) -> Costs:
+            return Costs.from_config(*market_costs(symbol))
         self.account = Account(self.data, self.api, self.state, costs, initial_balance, timeframe,
                                self.trade_faults)
         self.clock.set(self._start_ms(start))
