@@ -258,10 +258,9 @@ def backtest_range(cfg: Config, frame: pd.DataFrame, signals: pd.DataFrame, star
     keep = _window(frame, start, end)
     if not keep.any():
         raise UserError(f"no bars between {_when(start)} and {_when(end)}")
-    kwargs = {"costs": cfg.costs} if hasattr(cfg, "costs") else {}  # the core's [costs] section, once merged
     with deferred():  # a Ctrl-C inside the numba kernel is raised when it returns (bot.interrupts)
         return run_backtest(frame[keep], signals[keep], cfg.backtest, cfg.risk,
-                            engine=engine or cfg.backtest.engine, symbol=cfg.data.symbol, **kwargs)
+                            engine=engine or cfg.backtest.engine, symbol=cfg.data.symbol, costs=cfg.costs)
 
 
 def brackets_used(symbol: str) -> tuple[dict[str, Any], str | None]:
@@ -424,7 +423,7 @@ def write_run(cfg: Config, r: Run, overrides: dict[str, Any] | None = None, repo
     bt = cfg.backtest
     pdict = params_dict(r.params)
     selection = _selection(cfg, r)
-    sections = {k: getattr(cfg, k).model_dump(mode="json") for k in ("backtest", "risk", "costs") if hasattr(cfg, k)}
+    sections = {k: getattr(cfg, k).model_dump(mode="json") for k in ("backtest", "risk", "costs")}
     sections["backtest"].pop("results_dir", None)
     fingerprint = {"strategy": r.name, "params": pdict, "data": selection, "engine": bt.engine, **sections}
     now = datetime.now(UTC)

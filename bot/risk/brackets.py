@@ -29,6 +29,9 @@ import numba as nb
 import numpy as np
 
 BRACKETS_FILE = Path(__file__).with_name("brackets_binance.json")
+BRACKETS_FILES = (BRACKETS_FILE, Path(__file__).with_name("brackets_binance_top.json"))
+"""Bundled bracket files, searched in order: the dated BTC/ETH copy first, then an older snapshot of
+other large markets (BNB, DOGE, DOT, SOL; its ``as_of`` says how old)."""
 DEFAULT_SYMBOL = "BTCUSDT"
 
 
@@ -100,14 +103,17 @@ class Brackets:
 
 @lru_cache(maxsize=8)
 def load_brackets(symbol: str = DEFAULT_SYMBOL, path: str | None = None) -> Brackets:
-    """Return the stored brackets of ``symbol`` (unified or exchange id).
+    """Return the stored brackets of ``symbol`` (unified or exchange id) from ``path``, or from the
+    first bundled file (:data:`BRACKETS_FILES`) that has them.
 
     Raises ``KeyError`` naming the stored symbols when ``symbol`` has none.
     """
-    doc = json.loads(Path(path or BRACKETS_FILE).read_text(encoding="utf-8"))
     key = exchange_symbol(symbol)
-    if key not in doc["symbols"]:
-        raise KeyError(f"no leverage brackets stored for {symbol!r}; stored: {', '.join(doc['symbols'])}")
+    docs = [json.loads(Path(f).read_text(encoding="utf-8")) for f in ([path] if path else BRACKETS_FILES)]
+    doc = next((d for d in docs if key in d["symbols"]), None)
+    if doc is None:
+        stored = ", ".join(k for d in docs for k in d["symbols"])
+        raise KeyError(f"no leverage brackets stored for {symbol!r}; stored: {stored}")
     tiers = sorted(doc["symbols"][key], key=lambda t: t["tier"])
     floor = np.array([t["floor"] for t in tiers], dtype=np.float64)
     mmr = np.array([t["mmr"] for t in tiers], dtype=np.float64)
