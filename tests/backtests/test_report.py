@@ -39,7 +39,7 @@ def run() -> tuple[pd.DataFrame, pd.DataFrame, object]:
     frame = load_sample_frame("BTC/USDT:USDT", "1h", pd.Timestamp("2025-05-01", tz="UTC"),
                               pd.Timestamp("2025-08-01", tz="UTC"))
     signals = ema_atr_signals(frame)
-    risk = RiskConfig(daily_loss=0.01)  # REDUCING and HALTED episodes happen
+    risk = RiskConfig(daily_loss=0.01, reduce_drawdown=0.02)  # REDUCING and HALTED episodes happen
     result = run_backtest(frame, signals, BacktestConfig(engine="fast"), risk, engine="fast")
     assert len(result.trades) > 20
     return frame, signals, result

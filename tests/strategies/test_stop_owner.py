@@ -11,7 +11,7 @@ from backtests.engines import run_backtest
 from bot.config import BacktestConfig, RiskConfig
 from strategies import STRATEGIES
 
-OPEN = {"max_drawdown": 1.0, "reduce_drawdown": 1.0, "daily_loss": 1.0}  # protections out of the way
+OPEN = {"max_drawdown": 1.0, "reduce_drawdown": 0.999, "daily_loss": 1.0}  # protections out of the way
 
 
 @pytest.fixture(scope="module")
