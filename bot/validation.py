@@ -118,14 +118,10 @@ def _typical_spacing(index: pd.DatetimeIndex, timeframe: str) -> pd.Timedelta:
     return pd.Timedelta(int(np.median(diffs)), "ns") if diffs.size else pd.Timedelta(hours=8)
 
 
-def _masks(frame: pd.DataFrame, kind: str, timeframe: str, exchange: str,
-           now: pd.Timestamp) -> dict[str, np.ndarray]:
-    """Per-row boolean masks of the value rules (True = the row breaks the rule)."""
-    n = len(frame)
-    out: dict[str, np.ndarray] = {}
-    idx = pd.DatetimeIndex(frame.index)
+def _numbers(frame: pd.DataFrame, kind: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The numeric columns of ``kind`` as floats, and which rows hold text that is not a number."""
     num: dict[str, np.ndarray] = {}
-    bad_number = np.zeros(n, bool)
+    bad_number = np.zeros(len(frame), bool)
     for col in NUMBER_COLUMNS.get(kind, ()):
         if col in frame.columns:
             raw = frame[col]
@@ -133,23 +129,61 @@ def _masks(frame: pd.DataFrame, kind: str, timeframe: str, exchange: str,
             if not pd.api.types.is_numeric_dtype(raw):
                 bad_number |= np.isnan(values) & raw.notna().to_numpy()
             num[col] = values
-    out["non_numeric"] = bad_number
+    return num, bad_number
+
+
+def _far_outside(idx: pd.DatetimeIndex, timeframe: str, now: pd.Timestamp) -> np.ndarray:
+    """Rows stamped in the far future or past, or isolated far from every other row."""
     ns = idx.as_unit("ns").asi8
     far = (ns > (now + FUTURE_SLACK).value) | (ns < EARLIEST.value)
-    if n >= 3:
+    if len(ns) >= 3:
         order = np.argsort(ns, kind="stable")
         s = ns[order]
         gap_prev = np.r_[np.iinfo(np.int64).max, np.diff(s)]
         gap_next = np.r_[np.diff(s), np.iinfo(np.int64).max]
         limit = max(ISOLATED_STEPS * _typical_spacing(idx, timeframe), ISOLATED_MIN).value
-        iso_sorted = np.minimum(gap_prev, gap_next) > limit
-        iso = np.zeros(n, bool)
-        iso[order] = iso_sorted
+        iso = np.zeros(len(ns), bool)
+        iso[order] = np.minimum(gap_prev, gap_next) > limit
         far |= iso
-    out["far_outside"] = far
+    return far
+
+
+def _candle_masks(num: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """OHLC consistency and price spikes (a close 5x away from its neighbours' median)."""
+    o, h, lo, c = num["open"], num["high"], num["low"], num["close"]
+    with np.errstate(invalid="ignore"):
+        med = pd.Series(c).rolling(SPIKE_WINDOW, center=True, min_periods=3).median().to_numpy()
+        ratio = c / med
+        return {"low_above": (lo > np.minimum(o, c)) | (lo > h), "high_below": h < np.maximum(o, c),
+                "price_spike": (ratio > SPIKE_FACTOR) | (ratio < 1 / SPIKE_FACTOR)}
+
+
+def _nonnegative(num: dict[str, np.ndarray], required: tuple[str, ...], optional: tuple[str, ...], n: int,
+                 positive: tuple[str, ...] = ()) -> np.ndarray:
+    """Rows where a ``required`` column is missing/negative, an ``optional`` one negative, or a
+    ``positive`` one not > 0 (NaN in an optional column = not recorded by that source)."""
+    bad = np.zeros(n, bool)
+    for col in required:
+        if col in num:
+            bad |= ~(np.isfinite(num[col]) & (num[col] >= 0))
+    for col in optional:
+        if col in num:
+            bad |= np.isfinite(num[col]) & (num[col] < 0)
+    for col in positive:
+        if col in num:
+            bad |= ~(np.isfinite(num[col]) & (num[col] > 0))
+    return bad
+
+
+def _masks(frame: pd.DataFrame, kind: str, timeframe: str, exchange: str,
+           now: pd.Timestamp) -> dict[str, np.ndarray]:
+    """Per-row boolean masks of the value rules (True = the row breaks the rule)."""
+    n = len(frame)
+    idx = pd.DatetimeIndex(frame.index)
+    num, bad_number = _numbers(frame, kind)
+    out: dict[str, np.ndarray] = {"non_numeric": bad_number, "far_outside": _far_outside(idx, timeframe, now)}
     if kind in CANDLE_KINDS and timeframe:
-        step = timeframe_to_timedelta(timeframe).value
-        out["off_grid"] = ns % step != 0
+        out["off_grid"] = idx.as_unit("ns").asi8 % timeframe_to_timedelta(timeframe).value != 0
     prices = [num[c] for c in PRICE_COLUMNS.get(kind, ()) if c in num]
     if prices:
         bad = np.zeros(n, bool)
@@ -157,27 +191,11 @@ def _masks(frame: pd.DataFrame, kind: str, timeframe: str, exchange: str,
             bad |= ~(np.isfinite(p) & (p > 0)) if kind != "funding_rate" else (np.isfinite(p) & (p <= 0))
         out["price"] = bad & ~bad_number
     if kind in ("ohlcv", "mark") and all(c in num for c in ("open", "high", "low", "close")):
-        o, h, lo, c = num["open"], num["high"], num["low"], num["close"]
-        with np.errstate(invalid="ignore"):
-            out["low_above"] = (lo > np.minimum(o, c)) | (lo > h)
-            out["high_below"] = h < np.maximum(o, c)
-            med = pd.Series(c).rolling(SPIKE_WINDOW, center=True, min_periods=3).median().to_numpy()
-            ratio = c / med
-            out["price_spike"] = (ratio > SPIKE_FACTOR) | (ratio < 1 / SPIKE_FACTOR)
+        out.update(_candle_masks(num))
     if kind == "ohlcv":
-        bad = np.zeros(n, bool)
-        if "volume" in num:
-            bad |= ~(np.isfinite(num["volume"]) & (num["volume"] >= 0))
-        if "taker_buy_volume" in num:  # NaN = not recorded by that source (rows merged from several)
-            bad |= np.isfinite(num["taker_buy_volume"]) & (num["taker_buy_volume"] < 0)
-        out["volume"] = bad & ~bad_number
+        out["volume"] = _nonnegative(num, ("volume",), ("taker_buy_volume",), n) & ~bad_number
     if kind == "open_interest":
-        bad = np.zeros(n, bool)
-        for col in ("open_interest", "open_interest_value"):
-            if col in num:
-                v = num[col]
-                bad |= (~np.isfinite(v) | (v < 0)) if col == "open_interest" else (np.isfinite(v) & (v < 0))
-        out["open_interest"] = bad & ~bad_number
+        out["open_interest"] = _nonnegative(num, ("open_interest",), ("open_interest_value",), n) & ~bad_number
     if kind == "funding_rate" and "funding_rate" in num:
         r = num["funding_rate"]
         out["funding"] = ~np.isfinite(r) & ~bad_number
@@ -186,13 +204,7 @@ def _masks(frame: pd.DataFrame, kind: str, timeframe: str, exchange: str,
             out["funding_cap"] = np.abs(r) > cap + 1e-12
     if kind == "liquidations":
         side_ok = frame["side"].isin(["long", "short"]).to_numpy() if "side" in frame else np.zeros(n, bool)
-        bad = ~side_ok
-        for col in ("amount", "value"):
-            if col in num:
-                bad |= ~(np.isfinite(num[col]) & (num[col] >= 0))
-        if "price" in num:
-            bad |= ~(np.isfinite(num["price"]) & (num["price"] > 0))
-        out["liquidation"] = bad & ~bad_number
+        out["liquidation"] = (~side_ok | _nonnegative(num, ("amount", "value"), (), n, ("price",))) & ~bad_number
     return out
 
 

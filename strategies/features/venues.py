@@ -91,6 +91,46 @@ def _params_for(params: LiqMapParams | Mapping[str, LiqMapParams], venue: str) -
     return params.get(venue, LiqMapParams())
 
 
+def _check_venues(frames: Mapping[str, pd.DataFrame], params: LiqMapParams | Mapping[str, LiqMapParams],
+                  reference: str | None, allow_volume_inference: bool) -> tuple[tuple[str, ...], str]:
+    """The venues and the reference venue, after checking they share one grid and carry open interest."""
+    if not frames:
+        raise ValueError("no venue frames given")
+    venues = tuple(frames)
+    reference = reference or venues[0]
+    if reference not in frames:
+        raise ValueError(f"reference venue '{reference}' is not among {venues}")
+    ref_p = _params_for(params, reference)
+    for v in venues:
+        p = _params_for(params, v)
+        if (p.bucket_pct, p.range_pct, p.kernel_h, p.dense_quantile) != (
+                ref_p.bucket_pct, ref_p.range_pct, ref_p.kernel_h, ref_p.dense_quantile):
+            raise ValueError(f"venue '{v}': bucket_pct, range_pct, kernel_h and dense_quantile must equal the "
+                             f"reference's (one grid, one feature definition)")
+        f = frames[v]
+        if not allow_volume_inference and ("open_interest" not in f.columns or not f["open_interest"].notna().any()):
+            raise ValueError(f"venue '{v}' has no open interest: its map would be volume-inferred (relative), "
+                             "not USD; drop the venue or load its open interest")
+    return venues, reference
+
+
+def _summed_oi_usd(frames: Mapping[str, pd.DataFrame], asof: Mapping[str, np.ndarray],
+                   n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Open interest in USD summed over venues on the reference bars, and where any venue has one."""
+    oi_usd = np.zeros(n)
+    have_oi = np.zeros(n, dtype=bool)
+    for v, f in frames.items():
+        pos = asof[v]
+        oi = f["open_interest"].to_numpy(dtype=np.float64, na_value=np.nan) if "open_interest" in \
+            f.columns else np.full(len(f), np.nan)
+        last = pd.Series(oi).ffill().to_numpy()  # the estimator's "last finite value"
+        vc = f["close"].to_numpy(dtype=np.float64)
+        val = np.where(pos >= 0, last[np.clip(pos, 0, None)] * vc[np.clip(pos, 0, None)], np.nan)
+        have_oi |= np.isfinite(val)
+        oi_usd += np.where(np.isfinite(val), val, 0.0)
+    return oi_usd, have_oi
+
+
 def multi_venue_liquidation_map(
     frames: Mapping[str, pd.DataFrame],
     params: LiqMapParams | Mapping[str, LiqMapParams] = LiqMapParams(),
@@ -112,23 +152,8 @@ def multi_venue_liquidation_map(
                    own frame, e.g. the candles a command draws; the reference venue still
                    supplies the feature settings
     """
-    if not frames:
-        raise ValueError("no venue frames given")
-    venues = tuple(frames)
-    reference = reference or venues[0]
-    if reference not in frames:
-        raise ValueError(f"reference venue '{reference}' is not among {venues}")
+    venues, reference = _check_venues(frames, params, reference, allow_volume_inference)
     ref_p = _params_for(params, reference)
-    for v in venues:
-        p = _params_for(params, v)
-        if (p.bucket_pct, p.range_pct, p.kernel_h, p.dense_quantile) != (
-                ref_p.bucket_pct, ref_p.range_pct, ref_p.kernel_h, ref_p.dense_quantile):
-            raise ValueError(f"venue '{v}': bucket_pct, range_pct, kernel_h and dense_quantile must equal the "
-                             f"reference's (one grid, one feature definition)")
-        f = frames[v]
-        if not allow_volume_inference and ("open_interest" not in f.columns or not f["open_interest"].notna().any()):
-            raise ValueError(f"venue '{v}' has no open interest: its map would be volume-inferred (relative), "
-                             "not USD; drop the venue or load its open interest")
     ref_frame = frames[reference] if reference_frame is None else reference_frame
     ref_index = ref_frame.index
     n = len(ref_index)
@@ -150,17 +175,7 @@ def multi_venue_liquidation_map(
         per_venue[v] = pd.DataFrame(aligned, index=ref_index, columns=list(FEATURE_COLUMNS))
 
     close = ref_frame["close"].to_numpy(dtype=np.float64)
-    oi_usd = np.zeros(n)
-    have_oi = np.zeros(n, dtype=bool)
-    for v in venues:
-        pos = asof[v]
-        oi = frames[v]["open_interest"].to_numpy(dtype=np.float64, na_value=np.nan) if "open_interest" in \
-            frames[v].columns else np.full(len(frames[v]), np.nan)
-        last = pd.Series(oi).ffill().to_numpy()  # the estimator's "last finite value"
-        vc = frames[v]["close"].to_numpy(dtype=np.float64)
-        val = np.where(pos >= 0, last[np.clip(pos, 0, None)] * vc[np.clip(pos, 0, None)], np.nan)
-        have_oi |= np.isfinite(val)
-        oi_usd += np.where(np.isfinite(val), val, 0.0)
+    oi_usd, have_oi = _summed_oi_usd(frames, asof, n)
 
     feats = np.full((n, N_FEATURES), np.nan)
     kern = np.array([math.exp(-j * delta / ref_p.kernel_h) for j in range(len(centres))])
