@@ -30,6 +30,7 @@ def fold_rows(outcome: Outcome) -> list[dict[str, Any]]:
         d = o.fold.as_dict(outcome.index)
         d.update({"trials": o.n_trials, "pruned": o.n_pruned, "chosen_trial": o.choice.trial.number,
                   "objective": o.choice.value, "plateau_ratio": o.choice.plateau_ratio,
+                  "sensitivity": o.sensitivity,
                   "is_cagr": o.is_run.ann_return, "is_sharpe": o.is_run.sharpe,
                   "oos_cagr": o.oos_run.ann_return if o.oos_run else None,
                   "oos_sharpe": o.oos_run.sharpe if o.oos_run else None,

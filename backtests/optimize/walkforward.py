@@ -198,6 +198,43 @@ def run_workers(url: str, name: str, evaluator: Evaluator, strategy: Strategy, f
 # -- Analysis ------------------------------------------------------------------------------------
 
 
+def _shift(value: Any, dist: Any, delta: float) -> Any:
+    """``value`` moved by ``delta`` of ``dist``'s range (log scale for log distributions), clipped."""
+    lo, hi = float(dist.low), float(dist.high)
+    if getattr(dist, "log", False):
+        u = (math.log(value) - math.log(lo)) / (math.log(hi) - math.log(lo)) + delta
+        out = math.exp(math.log(lo) + min(1.0, max(0.0, u)) * (math.log(hi) - math.log(lo)))
+    else:
+        out = min(hi, max(lo, float(value) + delta * (hi - lo)))
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        step = int(dist.step or 1)
+        moved = int(round(out))
+        if moved == value:  # at least one integer step
+            moved = value + (step if delta > 0 else -step)
+        return int(min(hi, max(lo, moved)))
+    return out
+
+
+def sensitivity(evaluator: Evaluator, strategy: Strategy, fold: Fold, trial: Any, step: float) -> float:
+    """§E.5 item 7: the in-sample objective at ±``step`` of every numeric parameter of the chosen
+    trial (one at a time), as the worst ratio to the chosen value; NaN when the value is not > 0."""
+    base = trial.values[0]
+    if not (math.isfinite(base) and base > 0):
+        return math.nan
+    worst = math.inf
+    for name, dist in trial.distributions.items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            continue
+        for delta in (-step, step):
+            moved = _shift(trial.params[name], dist, delta)
+            if moved == trial.params[name]:
+                continue
+            p = make_params(strategy, {**trial.params, name: moved})
+            v = evaluator.evaluate(p, fold.is_start, fold.is_stop).values[0]
+            worst = min(worst, v / base if math.isfinite(v) else -math.inf)
+    return worst if math.isfinite(worst) else (math.nan if worst == math.inf else -math.inf)
+
+
 @dataclass
 class FoldOutcome:
     """One fold's choice and its in-sample / out-of-sample runs."""
@@ -212,6 +249,7 @@ class FoldOutcome:
     pbo: G.PBOResult | None
     returns_matrix: np.ndarray
     pareto: list[Any]
+    sensitivity: float = math.nan
 
     def wfe(self) -> float:
         if self.oos_run is None or not self.is_run.ann_return > 0:
@@ -362,9 +400,13 @@ def analyse(url: str, name: str, evaluator: Evaluator, strategy: Strategy, folds
     metrics["min_btl_years"] = G.min_btl(per_fold, settings.minbtl_sharpe)
     metrics["is_years"] = is_years
     metrics["max_trials_for_data"] = G.max_trials_for(is_years, settings.minbtl_sharpe)
-    ratios = [o.choice.plateau_ratio for o in outcomes if not multi]
-    metrics["plateau_per_fold"] = ratios
-    plateau = float(np.nanmedian(ratios)) if ratios and np.isfinite(ratios).any() else math.nan
+    ratios = [sensitivity(evaluator, strategy, o.fold, o.choice.trial, settings.plateau_step)
+              for o in outcomes] if not multi else []
+    for o, r in zip(outcomes, ratios, strict=False):
+        o.sensitivity = r
+    metrics["sensitivity_per_fold"] = ratios
+    finite = [r for r in ratios if not math.isnan(r)]
+    plateau = float(np.median(finite)) if finite else math.nan
     metrics["plateau"] = plateau
     metrics["free_params"] = strategy.n_free_params()
     metrics["evaluations"] = evaluator.evaluations
@@ -383,7 +425,7 @@ def analyse(url: str, name: str, evaluator: Evaluator, strategy: Strategy, folds
         G.Gate("min_btl", is_years, ">=", round(metrics["min_btl_years"], 4),
                f"in-sample years vs MinBTL for {per_fold} trials at Sharpe {settings.minbtl_sharpe:g} (§E.3)"),
         G.Gate("plateau", plateau if not multi else None, ">=", th["plateau"],
-               "neighbourhood mean / chosen objective, median over folds (§E.5.7)"),
+               f"worst IS objective at ±{settings.plateau_step:g} of each parameter / chosen, median over folds (§E.5.7)"),
         G.Gate("free_params", float(metrics["free_params"]), "<=", th["free_params"],
                "parameters tuned by suggest (§E.5.3)"),
     ]
