@@ -15,6 +15,8 @@ positive drawdowns).
 from __future__ import annotations
 
 import math
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,7 +214,7 @@ def _store(trial: Any, runs: list[WindowRun], scores: list[float]) -> None:
     """Every trial's daily return series and trade count go into the study (CSCV/DSR need them)."""
     rets = np.concatenate([r.returns.to_numpy(dtype=float) for r in runs]) if runs else np.empty(0)
     # one attribute, one storage write per trial
-    trial.set_user_attr("eval", {"returns": [float(x) if math.isfinite(x) else 0.0 for x in rets],
+    trial.set_user_attr("eval", {"worker": f"{socket.gethostname()}:{os.getpid()}", "returns": [float(x) if math.isfinite(x) else 0.0 for x in rets],
                                  "n_trades": int(sum(r.n_trades for r in runs)),
                                  "block_scores": [float(s) for s in scores],
                                  "max_dd": float(max((r.max_dd for r in runs), default=0.0))})

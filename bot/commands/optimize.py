@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -132,7 +133,7 @@ def _join(cfg_path: Path | None, name: str, storage: str | None, workers: int, d
         ran = W.run_workers(url, name, evaluator, strategy, folds, settings, workers, join=True, progress=bar.update)
     console.print(f"joined study {name}: ran {ran} trial(s)")
     if as_json:
-        print(json.dumps({"joined": name, "trials_run": ran}))
+        print(json.dumps({"joined": name, "trials_run": ran, "pid": os.getpid()}))
 
 
 def optimize(
