@@ -117,6 +117,14 @@ class Evaluator:
         self.step = timeframe_to_timedelta(self.timeframe)
         self.evaluations = 0
 
+    def warm(self) -> None:
+        """Compute the dataset's features and compile the engine before workers fork, so that every
+        worker inherits them instead of recomputing them."""
+        p = self.strategy.Params()
+        self.strategy.features(self.frame, p)
+        n = len(self.frame)
+        self.run_window(p, max(0, n - 200), n)
+
     def signals_for(self, p: Any, start: int, stop: int) -> pd.DataFrame:
         """Signals on bars ``[start, stop)``, computed from ``start − warm-up`` with cached features."""
         lo = max(0, start - self.strategy.warmup_bars(p, self.timeframe))

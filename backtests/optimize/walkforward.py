@@ -150,6 +150,7 @@ def run_workers(url: str, name: str, evaluator: Evaluator, strategy: Strategy, f
     with the number of finished trials over all folds. Returns the trials run by these workers.
     """
     storage = S.make_storage(url)
+    evaluator.warm()
     if not join:
         for fold in folds:
             S.requeue_interrupted(optuna.load_study(study_name=S.fold_name(name, fold.k), storage=storage))
