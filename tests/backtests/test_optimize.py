@@ -152,13 +152,13 @@ def _cli(*args, cwd: Path, env=None) -> subprocess.CompletedProcess:
 
 
 CLI_ARGS = ("--strategy", "funding_reversal", "--is-days", "90", "--oos-days", "30", "--step-days", "30",
-            "--from", "2025-09-01", "--min-trades", "2", "--seed", "5")
+            "--from", "2025-10-01", "--min-trades", "2", "--seed", "5")  # one fold
 
 
 def test_cli_json_fragment_report_and_write_config(tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text((REPO / "config.toml").read_text())
-    proc = _cli(*CLI_ARGS, "--trials", "6", "--json", "--write-config", "--config", str(cfg), "--output-dir",
+    proc = _cli(*CLI_ARGS, "--trials", "5", "--json", "--write-config", "--config", str(cfg), "--output-dir",
                 str(tmp_path / "res"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     line = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -205,47 +205,111 @@ def _states(db: Path) -> list[tuple[int, int, str]]:
         con.close()
 
 
-def test_sigkill_mid_study_then_resume_loses_and_duplicates_nothing(tmp_path):
-    out = tmp_path / "res"
-    args = (*CLI_ARGS, "--trials", "14", "--output-dir", str(out), "--study-name", "kill", "--no-report")
-    proc = subprocess.Popen([sys.executable, "-m", "bot", "optimize", *args], cwd=tmp_path,
+def _run_until(args, db: Path, n_complete: int, sig: int, cwd: Path) -> int:
+    """Start ``cascade optimize args``, send ``sig`` once ``n_complete`` trials are COMPLETE; its exit code."""
+    proc = subprocess.Popen([sys.executable, "-m", "bot", "optimize", *args], cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = out / "kill" / "study.db"
     deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and proc.poll() is None:
             if db.exists():
                 try:
-                    if sum(s == "COMPLETE" for *_x, s in _states(db)) >= 10:
+                    if sum(s == "COMPLETE" for *_x, s in _states(db)) >= n_complete:
                         break
                 except sqlite3.Error:
                     pass
             time.sleep(0.05)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+        code = proc.wait(timeout=60)
+    return code
+
+
+def test_ctrl_c_and_sigkill_mid_study_then_resume_lose_and_duplicate_nothing(tmp_path):
+    out = tmp_path / "res"
+    args = (*CLI_ARGS, "--trials", "10", "--output-dir", str(out), "--study-name", "kill", "--no-report")
+    db = out / "kill" / "study.db"
+    assert _run_until(args, db, 3, signal.SIGINT, tmp_path) == 130  # Ctrl-C: "interrupted", exit 130
+    after_int = _states(db)
+    assert not [x for x in after_int if x[2] == "RUNNING"]  # the interrupted trial is marked FAIL at once
+    assert _run_until((*args, "--resume"), db, 6, signal.SIGKILL, tmp_path) == -signal.SIGKILL
     before = _states(db)
     n_before = sum(s == "COMPLETE" for *_x, s in before)
-    assert n_before > 0
+    assert n_before >= 6
     resumed = _cli(*args, "--resume", "--json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     storage = S.make_storage(f"sqlite:///{db}")
     meta = S.read_meta(storage, "kill")
-    assert n_before < 14 * len(meta["folds"])  # killed mid-study
+    assert n_before < 10 * len(meta["folds"])  # killed mid-study
     for fold in meta["folds"]:
         study = optuna.load_study(study_name=S.fold_name("kill", fold["fold"]), storage=storage)
         trials = study.get_trials()
         finished = [t for t in trials if t.state in S.FINISHED]
-        assert len(finished) == 14  # exactly the budget: nothing lost, nothing run twice
+        assert len(finished) == 10  # exactly the budget: nothing lost, nothing run twice
         assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING,
                                                      optuna.trial.TrialState.WAITING)]
         numbers = [t.number for t in trials]
         assert numbers == list(range(len(trials)))
         for failed in (t for t in trials if t.state == optuna.trial.TrialState.FAIL):
             retries = [t for t in trials if failed.number in t.system_attrs.get("retry_history", [])]
-            assert len(retries) == 1  # the killed trial is retried exactly once ...
-            if failed.params:  # ... with its parameters (killed before its first suggest: sampled anew)
-                assert retries[0].params == failed.params
-    # what was finished before the kill is untouched
+            if failed.params:  # interrupted or killed after its first suggest: retried once, same params
+                assert len(retries) == 1 and retries[0].params == failed.params
+            else:  # killed before it drew anything: nothing to retry, its slot is sampled anew
+                assert len(retries) <= 1
+    # what was finished before each interruption is untouched
     after = {(sid, n): s for sid, n, s in _states(db)}
     assert all(after[(sid, n)] == s for sid, n, s in before if s == "COMPLETE")
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["n_trials"] == 10 * len(meta["folds"])
+
+
+def test_features_are_computed_once_per_dataset(sample, tmp_path, monkeypatch):
+    calls = []
+
+    def features(frame, p):  # parameter-independent part of the EMA cross: log prices
+        calls.append(len(frame))
+        return np.log(frame["close"])
+
+    def signals(frame, p, features=None):
+        assert features is not None and features.index.equals(frame.index)  # sliced with the frame
+        return cross_signals(frame, p)
+
+    spec = types.SimpleNamespace(name="ema_cross_f", Params=CrossParams, signals=signals, suggest=cross_suggest,
+                                 warmup=lambda p: pd.Timedelta(hours=p.slow + 1), features=features,
+                                 feature_params=())
+    _s, folds, ev, out, _c = optimise(sample, spec, SMALL, f"sqlite:///{tmp_path}/f.db")
+    assert ev.evaluations >= SMALL.n_trials * len(folds)
+    assert calls == [len(sample)]  # once, on the whole frame, for every trial, fold and OOS run
+    # today's modules: the liquidation map is the cached part of liq_asymmetry / sr_levels
+    import strategies.liq_asymmetry as la
+
+    n = []
+    real = la.liq_features
+    monkeypatch.setattr(la, "liq_features", lambda frame, *a: n.append(1) or real(frame, *a))
+    strat = adapter.resolve("liq_asymmetry")
+    evl = Evaluator(sample, strat, Config(), "fast", ("sharpe",), 3, 1)
+    for seed in range(3):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        evl.evaluate(strat.suggest(study.ask()), len(sample) - 2000, len(sample))
+    assert n == [1]
+
+
+def test_pruned_trials_count_in_the_deflation(sample, tmp_path):
+    settings = W.Settings(n_trials=14, seed=4, is_days=90, oos_days=30, step_days=30, embargo_days=3,
+                          min_trades=1, n_blocks=8, prune=True)
+    strat = adapter.resolve(CROSS)
+    frame = sample.loc["2025-10-01":]  # one fold
+    folds = W.plan_folds(frame, "1h", strat, settings, None)
+    url = f"sqlite:///{tmp_path}/p.db"
+    meta = W.study_meta(strat, frame, folds, settings, Config(), {})
+    S.create_or_resume(S.make_storage(url), "p", meta, directions(settings.objective), False)
+    ev = Evaluator(frame, strat, Config(), "fast", settings.objective, settings.n_blocks, settings.min_trades,
+                   prune=True)
+    W.run_workers(url, "p", ev, strat, folds, settings)
+    out, _ = W.analyse(url, "p", ev, strat, folds, settings, None)
+    pruned = sum(o.n_pruned for o in out.folds)
+    assert pruned > 0  # WilcoxonPruner stopped some trials after a few sub-blocks
+    assert out.n_trials == 14 * len(folds)  # N of the DSR counts them
+    study = optuna.load_study(study_name=S.fold_name("p", 0), storage=S.make_storage(url))
+    for t in study.get_trials(states=(optuna.trial.TrialState.PRUNED,)):
+        assert len(t.intermediate_values) < 8 and t.user_attrs["eval"]["returns"]  # partial series stored
