@@ -313,3 +313,26 @@ def test_pruned_trials_count_in_the_deflation(sample, tmp_path):
     study = optuna.load_study(study_name=S.fold_name("p", 0), storage=S.make_storage(url))
     for t in study.get_trials(states=(optuna.trial.TrialState.PRUNED,)):
         assert len(t.intermediate_values) < 8 and t.user_attrs["eval"]["returns"]  # partial series stored
+
+
+def test_multi_objective_pareto_front_and_report(sample, tmp_path):
+    from backtests.optimize import report
+
+    settings = W.Settings(n_trials=12, seed=2, objective=("return", "drawdown"), is_days=90, oos_days=30,
+                          step_days=30, embargo_days=3, min_trades=3)
+    frame = sample.loc["2025-10-01":]
+    url = f"sqlite:///{tmp_path}/mo.db"
+    _s, folds, _e, out, _c = optimise(frame, CROSS, settings, url, name="mo")
+    study = optuna.load_study(study_name=S.fold_name("mo", 0), storage=S.make_storage(url))
+    front = study.best_trials
+    chosen = out.folds[0].choice.trial
+    assert chosen.number in {t.number for t in front}  # the choice is on the Pareto front
+    for t in front:  # nothing on the front is dominated by another finished trial
+        for u in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+            assert not (u.values[0] >= t.values[0] and u.values[1] <= t.values[1] and u.values != t.values)
+    ratio = lambda t: t.values[0] / max(t.values[1], 1e-9)  # noqa: E731
+    assert ratio(chosen) == max(ratio(t) for t in front)
+    path = tmp_path / "r.html"
+    report.render(path, out, {}, study, "mo", [])
+    text = path.read_text()
+    assert "Pareto front" in text and "Gates:" in text and "Out-of-sample equity" in text
