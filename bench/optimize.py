@@ -63,7 +63,15 @@ def study_speed(name: str, n_trials: int, workers: int, is_days: float, folder: 
     outcome, _check = W.analyse(url, name, ev, strat, folds, settings, check_engine=None)
     t4 = time.perf_counter()
     n_evals = outcome.n_trials
-    return {"folds": len(folds), "trials": outcome.n_trials, "evaluations": n_evals,
+    # the evaluation alone (no optuna storage, one process): what the trial phase costs beyond it is
+    # optuna's RDB bookkeeping (trial rows, parameters, heartbeats, sampling)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2), storage=optuna.storages.InMemoryStorage())
+    ps = [strat.suggest(study.ask()) for _ in range(10)]
+    t = time.perf_counter()
+    for p in ps:
+        ev.evaluate(p, folds[0].is_start, folds[0].is_stop)
+    bare = len(ps) / (time.perf_counter() - t)
+    return {"bare_evals_per_s": bare, "folds": len(folds), "trials": outcome.n_trials, "evaluations": n_evals,
             "load_s": t1 - t0, "features_s": t2 - t1, "trials_s": t3 - t2, "analysis_s": t4 - t3,
             "evals_per_s": n_evals / (t3 - t2), "trials_per_s": outcome.n_trials / (t4 - t0),
             "oos_sharpe": outcome.metrics.get("oos_sharpe"), "passed": outcome.passed}
@@ -112,6 +120,7 @@ def main() -> None:
             per[name] = study_speed(name, n, args.workers, args.is_days, folder)
             r = per[name]
             print(f"{name:<18} {r['folds']} folds × {n:>3} trials  {r['evals_per_s']:7.1f} evals/s  "
+                  f"(evaluation alone, 1 process: {r['bare_evals_per_s']:.1f}/s)  "
                   f"{r['trials_per_s']:6.1f} trials/s end to end  (features {r['features_s']:.2f} s, "
                   f"analysis {r['analysis_s']:.2f} s)", flush=True)
         bt = backtrader_ratio("liq_asymmetry", args.bt_trials, args.is_days)
@@ -125,11 +134,14 @@ def main() -> None:
             "trials_per_s": per["liq_asymmetry"]["trials_per_s"], "workers": args.workers,
             "cpus": os.cpu_count(),
             "per_strategy": {k: {kk: v[kk] for kk in ("folds", "trials", "evals_per_s", "trials_per_s",
-                                                       "features_s", "analysis_s")} for k, v in per.items()},
+                                                       "bare_evals_per_s", "features_s", "analysis_s")} for k, v in per.items()},
             "targets_evals_per_s": targets,
             "meets_targets": {k: per[k]["evals_per_s"] >= t for k, t in targets.items()},
             "backtrader_evals_per_s": bt["backtrader"]["evals_per_s"], "fast_vs_backtrader": bt["ratio"],
-            "engines_same_values": bt["same_values"]}
+            "engines_same_values": bt["same_values"],
+            "load_average": os.getloadavg()[0]}
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work on the machine slows "
+          "every number here)")
     print(json.dumps(line))
 
 

@@ -128,12 +128,16 @@ def create_or_resume(storage: RDBStorage, name: str, meta: dict[str, Any], direc
     return meta
 
 
-def _safe_url(storage: RDBStorage) -> str:
-    url = str(storage.url)
-    if "@" in url:  # never print a password
+def redact(url: str) -> str:
+    """``url`` without its user and password (never printed or written)."""
+    if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
-        url = f"{scheme}://…@{rest.split('@', 1)[1]}"
+        return f"{scheme}://…@{rest.rsplit('@', 1)[1]}"
     return url
+
+
+def _safe_url(storage: RDBStorage) -> str:
+    return redact(str(storage.url))
 
 
 def make_sampler(objective: tuple[str, ...], seed: int, k: int, n_trials: int) -> optuna.samplers.BaseSampler:

@@ -155,9 +155,11 @@ def run_workers(url: str, name: str, evaluator: Evaluator, strategy: Strategy, f
         for fold in folds:
             S.requeue_interrupted(optuna.load_study(study_name=S.fold_name(name, fold.k), storage=storage))
 
+    # one study object per fold, kept: optuna caches finished trials, so a poll reads only new rows
+    studies = [optuna.load_study(study_name=S.fold_name(name, f.k), storage=storage) for f in folds]
+
     def finished() -> int:
-        return sum(S.counts(optuna.load_study(study_name=S.fold_name(name, f.k), storage=storage)).get(k, 0)
-                   for f in folds for k in ("COMPLETE", "PRUNED"))
+        return sum(len(st.get_trials(deepcopy=False, states=S.FINISHED)) for st in studies)
 
     if workers <= 1:
         done = [finished()]
@@ -182,7 +184,7 @@ def run_workers(url: str, name: str, evaluator: Evaluator, strategy: Strategy, f
             if progress is not None:
                 progress(finished())
             for p in procs:
-                p.join(timeout=0.5 / len(procs))
+                p.join(timeout=1.0 / len(procs))
     except KeyboardInterrupt:
         for p in procs:
             p.join(timeout=30)

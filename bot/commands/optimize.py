@@ -31,6 +31,13 @@ def _console(as_json: bool) -> Console:
     return console if console.is_terminal else Console(stderr=as_json, width=120)
 
 
+def redact(url: str) -> str:
+    """The storage URL without credentials (optuna is imported only when the command runs)."""
+    from backtests.optimize.study import redact as _redact
+
+    return _redact(url)
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()
 
@@ -96,7 +103,7 @@ def _open_storage(url: str) -> Any:
     try:
         return make_storage(url)
     except Exception as err:  # sqlalchemy/driver errors: a bad URL or an unreachable server
-        raise UserError(f"cannot open storage {url.split('@')[-1]}: {str(err).splitlines()[0][:200]}; "
+        raise UserError(f"cannot open storage {redact(url)}: {str(err).splitlines()[0][:200]}; "
                         "check --storage") from None
 
 
@@ -116,7 +123,7 @@ def _join(cfg_path: Path | None, name: str, storage: str | None, workers: int, d
     cfg = parse_config(meta["config"], source=f"study {name}")
     local = load_config(cfg_path)
     cfg = with_overrides(cfg, "data", dir=data_dir or local.data.dir)
-    strategy = adapter.resolve(meta["strategy"])
+    strategy = adapter.resolve(meta.get("strategy_ref") or meta["strategy"])
     frame = _load(cfg, parse_utc(meta["data"].get("to") or None, "--to"), console)
     if adapter.frame_hash(frame) != meta["data_hash"]:
         raise UserError(f"the local {cfg.data.symbol} {cfg.data.timeframe} data differs from the study's "
@@ -212,6 +219,7 @@ def optimize(
     selection = {"exchange": cfg.data.exchange, "symbol": cfg.data.symbol, "timeframe": cfg.data.timeframe,
                  "from": cfg.backtest.start, "to": cfg.backtest.end}
     meta = W.study_meta(strat, frame, folds, settings, cfg, selection)
+    meta["strategy_ref"] = cfg.backtest.strategy  # a registered name (or, after the spec lands, a file)
     name = study_name or default_study_name(strat.name, cfg, meta)
     run_dir = Path(o.results_dir) / name
     url = _storage_url(cfg, storage, run_dir)
@@ -229,8 +237,8 @@ def optimize(
     evaluator = Evaluator(frame, strat, cfg, settings.engine, obj, settings.n_blocks, settings.min_trades,
                           settings.dd_weight, settings.prune)
     console.print(f"study {name}: {len(folds)} fold(s) × {settings.n_trials} trials, objective "
-                  f"{','.join(obj)}, storage {url.split('@')[-1]}")
-    console.print(f"dashboard: optuna-dashboard {url.split('@')[-1] if url.startswith('sqlite') else '<storage URL>'}")
+                  f"{','.join(obj)}, storage {redact(url)}")
+    console.print(f"dashboard: optuna-dashboard {redact(url)}")
     bar = _Bar(console, settings.n_trials * len(folds), as_json)
     t0 = time.perf_counter()
     with bar.progress:
@@ -250,7 +258,7 @@ def _finish(cfg: Config, config_path: Path | None, name: str, url: str, run_dir:
     from backtests.optimize import report
     from backtests.optimize.study import fold_name, make_storage
 
-    line = report.summary(outcome, check, name, url.split("@")[-1], run_dir, strategy)
+    line = report.summary(outcome, check, name, redact(url), run_dir, strategy)
     line["elapsed_s"] = round(elapsed, 3)
     line["evals_per_s"] = round(evaluations / elapsed, 3) if elapsed > 0 and evaluations else None
     note = (f"cascade optimize: study {name}, {outcome.n_trials} trials, gates "
@@ -266,7 +274,7 @@ def _finish(cfg: Config, config_path: Path | None, name: str, url: str, run_dir:
             last = optuna.load_study(study_name=fold_name(name, outcome.folds[-1].fold.k), storage=make_storage(url))
             report.render(tmp / "report.html", outcome, check, last,
                           f"cascade optimize · {strategy} · {cfg.data.symbol} {cfg.data.timeframe}",
-                          [f"study {name}", f"storage {url.split('@')[-1]}", f"{outcome.n_trials} trials"])
+                          [f"study {name}", f"storage {redact(url)}", f"{outcome.n_trials} trials"])
         for f in tmp.iterdir():
             f.replace(run_dir / f.name)
     finally:
