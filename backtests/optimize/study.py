@@ -8,9 +8,10 @@ Consistency (what a Ctrl-C or a SIGKILL leaves behind):
 
 * every trial is a row of optuna's storage, numbered by it: nothing is lost or numbered twice;
 * trials send heartbeats; a trial whose worker died (SIGKILL) goes stale and is marked FAIL by
-  ``optuna.storages.fail_stale_trials``, and ``RetryHeartbeatStaleTrialCallback`` enqueues a copy with the same
-  parameters, which the next worker runs; a trial interrupted by Ctrl-C is marked FAIL at once and is
-  re-enqueued the same way when the optimisation resumes (:func:`requeue_interrupted`);
+  ``optuna.storages.fail_stale_trials``, and ``RetryHeartbeatStaleTrialCallback`` enqueues a copy with
+  the same parameters, which the next worker runs;
+* Ctrl-C lets the running trial finish and stops (:func:`graceful_interrupt`); a trial that failed
+  any other way without a retry is re-enqueued when the optimisation resumes (:func:`requeue_interrupted`);
 * budgets count finished trials (COMPLETE + PRUNED) and reserve running/waiting ones, so a resumed
   study runs exactly the missing trials (concurrent workers may overshoot by at most one trial each).
 
@@ -24,9 +25,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -176,6 +181,32 @@ def requeue_interrupted(study: optuna.Study) -> int:
     return n
 
 
+STOP = threading.Event()
+"""Set by the first Ctrl-C inside :func:`graceful_interrupt`: workers finish their trial and stop."""
+
+
+@contextmanager
+def graceful_interrupt() -> Iterator[threading.Event]:
+    """Turn Ctrl-C into "finish the running trial, then stop" (a second Ctrl-C exits at once, leaving
+    a running trial that goes stale and is retried on resume). A KeyboardInterrupt raised in the
+    middle of optuna's bookkeeping could leave its heartbeat thread running; this avoids that."""
+    STOP.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield STOP
+        return
+
+    def handler(_sig: int, _frame: Any) -> None:
+        if STOP.is_set():
+            os._exit(130)
+        STOP.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield STOP
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_fold(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_trials: int,
              on_trial: Callable[[], None] | None = None, poll: float = 0.5) -> int:
     """Run trials on ``study`` until it holds ``n_trials`` finished ones; return how many ran here.
@@ -191,11 +222,14 @@ def run_fold(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
         ran[0] += 1
         if on_trial is not None:
             on_trial()
+        if STOP.is_set():
+            study.stop()
+            return
         c = counts(study)
         if c.get("WAITING", 0) == 0 and c.get("COMPLETE", 0) + c.get("PRUNED", 0) + c.get("RUNNING", 0) >= n_trials:
             study.stop()
 
-    while True:
+    while not STOP.is_set():
         c = counts(study)
         finished = c.get("COMPLETE", 0) + c.get("PRUNED", 0)
         waiting, running = c.get("WAITING", 0), c.get("RUNNING", 0)

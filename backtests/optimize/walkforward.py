@@ -125,6 +125,8 @@ def run_worker(url: str, name: str, evaluator: Evaluator, strategy: Strategy, fo
     multi = len(settings.objective) == 2
     ran = 0
     for fold in folds:
+        if S.STOP.is_set():
+            break
         study = optuna.load_study(study_name=S.fold_name(name, fold.k), storage=storage,
                                   sampler=S.make_sampler(settings.objective, settings.seed, fold.k,
                                                          settings.n_trials),
@@ -148,7 +150,19 @@ def run_workers(url: str, name: str, evaluator: Evaluator, strategy: Strategy, f
 
     ``join``: every worker works on every fold (a worker added from elsewhere). ``progress`` is called
     with the number of finished trials over all folds. Returns the trials run by these workers.
+
+    Raises:
+        KeyboardInterrupt: after a Ctrl-C, once the running trials have finished.
     """
+    with S.graceful_interrupt() as stop:
+        ran = _run_workers(url, name, evaluator, strategy, folds, settings, workers, join, progress)
+    if stop.is_set():
+        raise KeyboardInterrupt
+    return ran
+
+
+def _run_workers(url: str, name: str, evaluator: Evaluator, strategy: Strategy, folds: list[Fold],
+                 settings: Settings, workers: int, join: bool, progress: Callable[[int], None] | None) -> int:
     storage = S.make_storage(url)
     evaluator.warm()
     if not join:
@@ -185,11 +199,10 @@ def run_workers(url: str, name: str, evaluator: Evaluator, strategy: Strategy, f
                 progress(finished())
             for p in procs:
                 p.join(timeout=1.0 / len(procs))
-    except KeyboardInterrupt:
-        for p in procs:
-            p.join(timeout=30)
-        raise
-    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    finally:
+        for p in procs:  # after a Ctrl-C the children finish their trial and stop too
+            p.join(timeout=120)
+    bad = [p.exitcode for p in procs if p.exitcode not in (0, 130)]
     if bad:
         raise RuntimeError(f"optimisation worker(s) exited with code(s) {bad}")
     after = finished()

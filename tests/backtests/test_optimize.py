@@ -222,7 +222,7 @@ def _run_until(args, db: Path, n_complete: int, sig: int, cwd: Path) -> int:
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, sig)
-        code = proc.wait(timeout=60)
+        code = proc.wait(timeout=180)
     return code
 
 
@@ -232,7 +232,7 @@ def test_ctrl_c_and_sigkill_mid_study_then_resume_lose_and_duplicate_nothing(tmp
     db = out / "kill" / "study.db"
     assert _run_until(args, db, 3, signal.SIGINT, tmp_path) == 130  # Ctrl-C: "interrupted", exit 130
     after_int = _states(db)
-    assert not [x for x in after_int if x[2] == "RUNNING"]  # the interrupted trial is marked FAIL at once
+    assert not [x for x in after_int if x[2] in ("RUNNING", "FAIL")]  # Ctrl-C let the running trial finish
     assert _run_until((*args, "--resume"), db, 6, signal.SIGKILL, tmp_path) == -signal.SIGKILL
     before = _states(db)
     n_before = sum(s == "COMPLETE" for *_x, s in before)
