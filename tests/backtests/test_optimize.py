@@ -178,9 +178,6 @@ def test_cli_json_fragment_report_and_write_config(tmp_path):
     written = cfg.read_text()
     assert "# cascade configuration" in written and "# bar size" in written  # comments kept
     assert tomllib.loads(written)["strategies"]["funding_reversal"] == line["best_params"]
-    # a second run with the same settings refuses to overwrite without --resume
-    again = _cli(*CLI_ARGS, "--trials", "6", "--output-dir", str(tmp_path / "res"), cwd=tmp_path)
-    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
 
 
 def test_cli_bad_input_one_line_exit_2_no_files(tmp_path, capsys, monkeypatch):
@@ -195,6 +192,16 @@ def test_cli_bad_input_one_line_exit_2_no_files(tmp_path, capsys, monkeypatch):
         assert exc.value.code == 2, err
         assert len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
     assert not (tmp_path / "res").exists()
+    # a second run with the same settings refuses to touch the study without --resume
+    args = ["optimize", *CLI_ARGS, "--trials", "2", "--no-report", "--output-dir", str(tmp_path / "res")]
+    with pytest.raises(SystemExit) as first:  # click exits 0 after a successful command
+        main(args)
+    assert first.value.code in (0, None), capsys.readouterr().err
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
 
 
 def _states(db: Path) -> list[tuple[int, int, str]]:
