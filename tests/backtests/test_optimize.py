@@ -260,8 +260,8 @@ def test_ctrl_c_and_sigkill_mid_study_then_resume_lose_and_duplicate_nothing(tmp
         assert numbers == list(range(len(trials)))
         for failed in (t for t in trials if t.state == optuna.trial.TrialState.FAIL):
             retries = [t for t in trials if failed.number in t.system_attrs.get("retry_history", [])]
-            if failed.params:  # interrupted or killed after its first suggest: retried once, same params
-                assert len(retries) == 1 and retries[0].params == failed.params
+            if failed.params:  # killed after its first suggest: retried once with the parameters it had drawn
+                assert len(retries) == 1 and failed.params.items() <= retries[0].params.items()
             else:  # killed before it drew anything: nothing to retry, its slot is sampled anew
                 assert len(retries) <= 1
     # what was finished before each interruption is untouched
