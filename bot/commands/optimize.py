@@ -117,6 +117,8 @@ def _join(cfg_path: Path | None, name: str, storage: str | None, workers: int, d
     if not storage:
         raise UserError("--join needs --storage URL (the database the study lives in)")
     url = _storage_url(load_config(cfg_path), storage, Path("."))
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise UserError(f"--storage {url}: no such database file; pass the URL of the study's database")
     meta = read_meta(_open_storage(url), name)
     if meta is None:
         raise UserError(f"no cascade optimisation named '{name}' in that storage; check --join and --storage")
