@@ -229,7 +229,12 @@ def _run_until(args, db: Path, n_complete: int, sig: int, cwd: Path) -> int:
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, sig)
-        code = proc.wait(timeout=180)
+        try:
+            code = proc.wait(timeout=180)
+        except subprocess.TimeoutExpired:  # never leave a hung process behind
+            proc.kill()
+            proc.wait(timeout=30)
+            raise
     return code
 
 

@@ -74,9 +74,14 @@ def test_two_workers_and_a_joining_process_share_one_study(postgres_url, tmp_pat
     deadline = time.monotonic() + 120
     while S.read_meta(storage, "pg") is None and time.monotonic() < deadline and main.poll() is None:
         time.sleep(0.2)
-    joiner = subprocess.run([sys.executable, "-m", "bot", "optimize", "--join", "pg", "--storage", postgres_url,
-                             "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    out, err = main.communicate(timeout=300)
+    try:
+        joiner = subprocess.run([sys.executable, "-m", "bot", "optimize", "--join", "pg", "--storage",
+                                 postgres_url, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        out, err = main.communicate(timeout=300)
+    finally:
+        if main.poll() is None:  # never leave a worker behind
+            main.kill()
+            main.wait(timeout=30)
     assert main.returncode == 0, err
     assert joiner.returncode == 0, joiner.stderr
     joined = json.loads(joiner.stdout.strip().splitlines()[-1])
