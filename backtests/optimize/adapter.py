@@ -4,13 +4,12 @@ Everything else in :mod:`backtests.optimize` talks to a :class:`Strategy` handle
 :func:`load_dataset` / :func:`run_engine`, so switching to the shared ``StrategySpec`` and the
 runner is a change of this module only:
 
-* ``resolve`` accepts a registered name (``strategies.STRATEGIES``), a ``StrategySpec``-like object
-  or a module following the strategy contract (``Params``, ``signals``, ``suggest``, ``warmup`` and
-  optionally ``features``/``feature_params``);
-* ``warmup`` may return bars (an ``int``, today's modules) or a ``pd.Timedelta`` (the spec);
+* ``resolve`` accepts any strategy reference ``strategies.load_strategy`` takes (a registered name,
+  a user file, ``module:NAME``) or a ``StrategySpec``-like object (``Params``, ``signals``,
+  ``suggest``, ``warmup`` and optionally ``features``/``feature_params``);
+* ``warmup`` may return bars (an ``int``) or a ``pd.Timedelta`` (the spec);
 * parameter-independent features come from ``features(frame, p)`` when the strategy has it, keyed
-  on ``feature_params`` so the cache is exact; for today's modules whose ``signals`` accepts a
-  precomputed ``liq`` frame, the liquidation-map features are that cache.
+  on ``feature_params`` so the cache is exact.
 
 Features are computed once per dataset on the whole loaded frame (they are causal: the prefix test
 of docs/architecture.md), sliced per window, and inherited by forked worker processes.
@@ -18,6 +17,8 @@ of docs/architecture.md), sliced per window, and inherited by forked worker proc
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import inspect
 import math
@@ -43,6 +44,7 @@ class Strategy:
     _features: Any = None
     feature_params: tuple[str, ...] = ()
     _feature_kw: str | None = None  # keyword under which signals() takes the features
+    base: Any = None  # configured Params (fields a trial does not sample keep these values)
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def warmup_bars(self, p: Any, timeframe: str) -> int:
@@ -77,42 +79,47 @@ class Strategy:
         return len(trial.params)
 
 
-def _liq_features(frame: pd.DataFrame, _p: Any) -> Any:
-    from strategies.liq_asymmetry import liq_features
+def resolve(ref: Any, cfg: Any = None) -> Strategy:
+    """A :class:`Strategy` for a strategy reference (registered name, ``path/to/file.py``,
+    ``module:NAME``; :func:`strategies.load_strategy`) or a ``StrategySpec``-like object.
 
-    return liq_features(frame)
-
-
-def resolve(ref: Any) -> Strategy:
-    """A :class:`Strategy` for a registered name, a spec object or a strategy module.
+    With ``cfg``, every field a trial does not sample keeps the configured value (``[liqmap]``,
+    ``[strategies.<name>]``), exactly as a backtest builds the parameters (``backtests.runner``), so
+    what was tuned is what a backtest of the chosen parameters runs.
 
     Raises:
         KeyError: unknown registered name (message lists the choices).
+        UserError: a user strategy file that cannot be loaded.
     """
     if isinstance(ref, Strategy):
         return ref
     if isinstance(ref, str):
-        from strategies import get_strategy
+        from strategies import load_strategy
 
-        obj: Any = get_strategy(ref)
-        name = ref
+        obj: Any = load_strategy(ref)
     else:
         obj = ref
-        name = getattr(ref, "name", None) or getattr(ref, "__name__", "strategy").rsplit(".", 1)[-1]
-    params = inspect.signature(obj.signals).parameters
+    name = getattr(obj, "name", None) or getattr(obj, "__name__", "strategy").rsplit(".", 1)[-1]
+    suggest, base = obj.suggest, None
+    if cfg is not None:
+        from backtests.runner import strategy_params, suggest_params
+
+        base = strategy_params(cfg, obj)
+        suggest = functools.partial(suggest_params, cfg, obj)
     features = getattr(obj, "features", None)
-    if features is not None and not isinstance(features, types.ModuleType) and callable(features):
-        kw = "features" if "features" in params else None
-        return Strategy(name, obj.Params, obj.suggest, obj.signals, obj.warmup, features,
-                        tuple(getattr(obj, "feature_params", ())), kw)
-    if "liq" in params:  # today's modules: the liquidation map is the parameter-independent part
-        return Strategy(name, obj.Params, obj.suggest, obj.signals, obj.warmup, _liq_features, (), "liq")
-    return Strategy(name, obj.Params, obj.suggest, obj.signals, obj.warmup)
+    if features is None or isinstance(features, types.ModuleType) or not callable(features):
+        return Strategy(name, obj.Params, suggest, obj.signals, obj.warmup, base=base)
+    kw = "features" if "features" in inspect.signature(obj.signals).parameters else None
+    return Strategy(name, obj.Params, suggest, obj.signals, obj.warmup, features,
+                    tuple(getattr(obj, "feature_params", ())), kw, base=base)
 
 
 def make_params(strategy: Strategy, values: dict[str, Any]) -> Any:
-    """``strategy.Params`` from defaults plus ``values`` (a trial's ``params``)."""
-    return strategy.Params(**values)
+    """``strategy``'s Params from ``values`` (a trial's ``params``); the other fields keep the
+    configured values when the strategy was resolved with a config, else the defaults."""
+    if strategy.base is None:
+        return strategy.Params(**values)
+    return dataclasses.replace(strategy.base, **values)
 
 
 def slice_features(features: Any, start: int, stop: int, n: int) -> Any:

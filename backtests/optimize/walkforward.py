@@ -186,6 +186,14 @@ def _run_workers(url: str, name: str, evaluator: Evaluator, strategy: Strategy, 
         if progress is not None:
             progress(done[0])
         return run_worker(url, name, evaluator, strategy, folds, settings, tick)
+    return _run_forked(url, name, evaluator, strategy, folds, settings, workers, join, progress, finished)
+
+
+def _run_forked(url: str, name: str, evaluator: Evaluator, strategy: Strategy, folds: list[Fold],
+                settings: Settings, workers: int, join: bool, progress: Callable[[int], None] | None,
+                finished: Callable[[], int]) -> int:
+    """``workers`` forked processes on the folds (each runs whole folds, so results do not depend on
+    how many); returns the trials they finished."""
     before = finished()
     ctx = multiprocessing.get_context("fork")  # children inherit the frame and its cached features
     shares = [folds if join else folds[w::workers] for w in range(workers)]

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bot.config import Config, load_config, parse_config, with_overrides
 from bot.errors import UserError
 from bot.timeframes import parse_utc, timeframe_to_timedelta
+from strategies.loader import StrategyLoadError
 
 
 def _console(as_json: bool) -> Console:
@@ -125,7 +126,10 @@ def _join(cfg_path: Path | None, name: str, storage: str | None, workers: int, d
     cfg = parse_config(meta["config"], source=f"study {name}")
     local = load_config(cfg_path)
     cfg = with_overrides(cfg, "data", dir=data_dir or local.data.dir)
-    strategy = adapter.resolve(meta.get("strategy_ref") or meta["strategy"])
+    try:
+        strategy = adapter.resolve(meta.get("strategy_ref") or meta["strategy"], cfg)
+    except StrategyLoadError as err:
+        raise UserError(f"study {name}: {err}") from None
     frame = _load(cfg, parse_utc(meta["data"].get("to") or None, "--to"), console)
     if adapter.frame_hash(frame) != meta["data_hash"]:
         raise UserError(f"the local {cfg.data.symbol} {cfg.data.timeframe} data differs from the study's "
@@ -147,7 +151,7 @@ def _join(cfg_path: Path | None, name: str, storage: str | None, workers: int, d
 
 def optimize(
     config: Annotated[Path | None, typer.Option("--config", help="Config file (default ./config.toml).")] = None,
-    strategy: Annotated[str | None, typer.Option("--strategy", "-s", help="Registered strategy name.")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", "-s", help="Registered name, a file path/to/strategy.py, or module:NAME.")] = None,
     trials: Annotated[int | None, typer.Option("--trials", "-n", help="Trials per fold.")] = None,
     objective: Annotated[str | None, typer.Option(
         "--objective", help="sharpe, sortino, calmar, return-with-drawdown-penalty, or return,drawdown.")] = None,
@@ -206,9 +210,9 @@ def optimize(
     except ValueError as err:
         raise UserError(f"--objective: {err}") from None
     try:
-        strat = adapter.resolve(cfg.backtest.strategy)
-    except KeyError as err:
-        raise UserError(str(err.args[0])) from None
+        strat = adapter.resolve(cfg.backtest.strategy, cfg)
+    except StrategyLoadError as err:
+        raise UserError(str(err)) from None
     start, end = parse_utc(cfg.backtest.start, "--from"), parse_utc(cfg.backtest.end, "--to")
     if start is not None and end is not None and end <= start:
         raise UserError("--to must be after --from")
