@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/liqmap.py
 	$(BIN)/python bench/engines.py
+	$(BIN)/python bench/optimize.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -34,6 +34,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("import-data", "bot.commands.data", "import_data"),
     ("data-info", "bot.commands.data", "data_info"),
     ("backtest", "bot.commands.backtest", "backtest"),
+    ("optimize", "bot.commands.optimize", "optimize"),
     ("liqmap", "bot.commands.liqmap", "liqmap"),
     ("replay-server", "bot.commands.replay", "replay_server"),
     ("strategies", "bot.commands.strategies", "strategies"),

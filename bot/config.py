@@ -210,6 +210,33 @@ class RecordConfig(_Section):
     ws_url: str = ""
 
 
+class OptimizeConfig(_Section):
+    """Defaults for `cascade optimize` (methods.md §E; README "Optimisation")."""
+
+    trials: int = Field(default=100, ge=1)
+    objective: str = "sharpe"
+    min_trades: int = Field(default=15, ge=0)
+    seed: int = Field(default=0, ge=0)
+    engine: Literal["backtrader", "fast"] = "fast"
+    walk_forward: bool = True
+    anchored: bool = False
+    is_days: float = Field(default=180.0, gt=0)
+    oos_days: float = Field(default=30.0, gt=0)
+    step_days: float = Field(default=30.0, gt=0)
+    embargo_days: float = Field(default=3.0, ge=0)
+    sub_blocks: int = Field(default=3, ge=1, le=50)
+    prune: bool = False
+    dd_weight: float = Field(default=1.0, ge=0)
+    top_frac: float = Field(default=0.1, gt=0, le=1)
+    plateau_step: float = Field(default=0.1, gt=0, le=1)
+    pbo_blocks: int = Field(default=16, ge=2, le=20)
+    minbtl_sharpe: float = Field(default=1.0, gt=0)
+    workers: int = Field(default=1, ge=1, le=256)
+    storage: str = ""
+    results_dir: Path = Path("results/optimize")
+    check_engine: Literal["backtrader", "fast", ""] = "backtrader"
+
+
 class Config(_Section):
     """The whole configuration file."""
 
@@ -220,6 +247,7 @@ class Config(_Section):
     costs: CostsConfig = CostsConfig()
     risk: RiskConfig = RiskConfig()
     replay: ReplayConfig = ReplayConfig()
+    optimize: OptimizeConfig = OptimizeConfig()
     record: RecordConfig = RecordConfig()
     liqmap: LiqMapParams = LiqMapParams()
     """The liquidation-map estimator (``cascade liqmap``, the report, and every strategy that uses it)."""

@@ -1,0 +1,257 @@
+"""Studies on optuna's RDB storage: SQLite by default, PostgreSQL for many workers and machines.
+
+An optimisation named ``NAME`` is a group of optuna studies in one storage: ``NAME`` itself holds the
+metadata (strategy, data selection and hash, folds, objective, seed, config snapshot, code commit:
+everything a joining worker needs) and ``NAME.foldKK`` is fold K's study over its in-sample window.
+
+Consistency (what a Ctrl-C or a SIGKILL leaves behind):
+
+* every trial is a row of optuna's storage, numbered by it: nothing is lost or numbered twice;
+* trials send heartbeats; a trial whose worker died (SIGKILL) goes stale and is marked FAIL by
+  ``optuna.storages.fail_stale_trials``, and ``RetryHeartbeatStaleTrialCallback`` enqueues a copy with
+  the same parameters, which the next worker runs;
+* Ctrl-C lets the running trial finish and stops (:func:`graceful_interrupt`); a trial that failed
+  any other way without a retry is re-enqueued when the optimisation resumes (:func:`requeue_interrupted`);
+* budgets count finished trials (COMPLETE + PRUNED) and reserve running/waiting ones, so a resumed
+  study runs exactly the missing trials (concurrent workers may overshoot by at most one trial each).
+
+Reproducibility: fold K's sampler is seeded with ``seed·1000 + K``; with local ``--workers N`` each fold
+is run start to finish by one worker (worker w takes folds w, w+N, …), so the trials and the chosen
+parameters do not depend on N. Workers joining from elsewhere (``--join``) add trials to every
+unfinished fold: counts still add up, but the order TPE sees them in depends on timing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+# heartbeats and stale-trial retry are marked experimental by optuna; they are what we rely on
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"optuna\..*")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=__name__)
+
+HEARTBEAT_SECONDS = 2
+GRACE_SECONDS = 6
+MAX_RETRY = 3
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class StudyError(Exception):
+    """A study exists when it should not, is missing, or does not match the request."""
+
+
+def make_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRACE_SECONDS) -> RDBStorage:
+    """optuna's RDB storage at ``url`` with heartbeats and retry of failed (stale) trials."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}  # several local workers share one file
+    else:
+        kwargs = {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=grace,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    if url.startswith("sqlite"):
+        _sqlite_wal(storage)
+    return storage
+
+
+def _sqlite_wal(storage: RDBStorage) -> None:
+    """Write-ahead log with ``synchronous=NORMAL``: readers do not block the writer and a commit costs no
+    fsync of the main file. Still atomic and consistent after a process crash or SIGKILL (a power cut
+    may lose the last commits, never corrupt the file)."""
+    from sqlalchemy import event
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    event.listen(storage.engine, "connect", on_connect)
+    storage.engine.dispose()  # connections opened while creating the tables pick the pragmas up again
+
+
+def fold_name(name: str, k: int) -> str:
+    """The optuna study of fold ``k`` of optimisation ``name``."""
+    return f"{name}.fold{k:02d}"
+
+
+def read_meta(storage: RDBStorage, name: str) -> dict[str, Any] | None:
+    """The metadata of optimisation ``name`` (None when it does not exist)."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+    raw = study.user_attrs.get("cascade")
+    return json.loads(raw) if isinstance(raw, str) else None
+
+
+IDENTITY_KEYS = ("strategy", "data", "data_hash", "folds", "objective", "seed", "n_blocks", "min_trades",
+                 "dd_weight", "engine", "trading")
+
+
+def create_or_resume(storage: RDBStorage, name: str, meta: dict[str, Any], directions: list[str],
+                     resume: bool) -> dict[str, Any]:
+    """Create optimisation ``name`` (meta + one study per fold) or check it matches ``meta`` on resume.
+
+    Raises:
+        StudyError: exists without ``resume``, missing with ``resume``, or a different experiment.
+    """
+    old = read_meta(storage, name)
+    if old is not None and not resume:
+        raise StudyError(f"study '{name}' already exists in {_safe_url(storage)}; pass --resume to continue it "
+                         "or --study-name NEW to start another")
+    if old is None and resume and name in optuna.get_all_study_names(storage):
+        raise StudyError(f"'{name}' in {_safe_url(storage)} is not a cascade optimisation")
+    if old is not None:
+        diff = [k for k in IDENTITY_KEYS if json.dumps(old.get(k), sort_keys=True) != json.dumps(
+            meta.get(k), sort_keys=True)]
+        if diff:
+            raise StudyError(f"study '{name}' was started with different {', '.join(diff)}; resume it with the "
+                             "same settings or pass --study-name NEW")
+        if meta.get("n_trials", 0) > old.get("n_trials", 0):  # resuming with a larger budget extends it
+            old["n_trials"] = meta["n_trials"]
+            optuna.load_study(study_name=name, storage=storage).set_user_attr("cascade", json.dumps(old))
+        return old
+    head = optuna.create_study(study_name=name, storage=storage, directions=directions)
+    for fold in meta["folds"]:
+        optuna.create_study(study_name=fold_name(name, fold["fold"]), storage=storage, directions=directions)
+    head.set_user_attr("cascade", json.dumps(meta))  # written last: a half-created group is not "resumable"
+    return meta
+
+
+def redact(url: str) -> str:
+    """``url`` without its user and password (never printed or written)."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://…@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+def _safe_url(storage: RDBStorage) -> str:
+    return redact(str(storage.url))
+
+
+def make_sampler(objective: tuple[str, ...], seed: int, k: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    """TPE (single objective) or NSGA-II (``return,drawdown``), seeded per fold."""
+    s = int(seed) * 1000 + int(k)
+    if len(objective) == 2:
+        return optuna.samplers.NSGAIISampler(seed=s, population_size=max(4, min(50, n_trials // 4)))
+    return optuna.samplers.TPESampler(seed=s, n_startup_trials=max(1, min(10, n_trials // 4)))
+
+
+def make_pruner(enabled: bool, multi: bool) -> optuna.pruners.BasePruner:
+    """optuna's WilcoxonPruner over the in-sample sub-blocks (off for multi-objective)."""
+    if enabled and not multi:
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+    return optuna.pruners.NopPruner()
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state name."""
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Re-enqueue FAIL trials that have no retry yet (Ctrl-C marks a trial FAIL without one)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    cb = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    n = 0
+    for t in trials:
+        if t.state == TrialState.FAIL and t.number not in retried and t.params:
+            cb(study, t)
+            n += 1
+    return n
+
+
+STOP = threading.Event()
+"""Set by the first Ctrl-C inside :func:`graceful_interrupt`: workers finish their trial and stop."""
+
+
+@contextmanager
+def graceful_interrupt() -> Iterator[threading.Event]:
+    """Turn Ctrl-C into "finish the running trial, then stop" (a second Ctrl-C exits at once, leaving
+    a running trial that goes stale and is retried on resume). A KeyboardInterrupt raised in the
+    middle of optuna's bookkeeping could leave its heartbeat thread running; this avoids that."""
+    STOP.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield STOP
+        return
+
+    def handler(_sig: int, _frame: Any) -> None:
+        if STOP.is_set():
+            os._exit(130)
+        STOP.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield STOP
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_fold(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_trials: int,
+             on_trial: Callable[[], None] | None = None, poll: float = 0.5) -> int:
+    """Run trials on ``study`` until it holds ``n_trials`` finished ones; return how many ran here.
+
+    Waiting (retried) trials run first; while only other workers' (or dead workers') trials are
+    running it waits, failing stale ones so that their retries can run here. Within one
+    ``study.optimize`` call a callback stops this worker as soon as finished + running + waiting
+    trials fill the budget (other workers may be adding trials at the same time).
+    """
+    ran = [0]
+
+    def budget(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        ran[0] += 1
+        if on_trial is not None:
+            on_trial()
+        if STOP.is_set():
+            study.stop()
+            return
+        c = counts(study)
+        if c.get("WAITING", 0) == 0 and c.get("COMPLETE", 0) + c.get("PRUNED", 0) + c.get("RUNNING", 0) >= n_trials:
+            study.stop()
+
+    while not STOP.is_set():
+        c = counts(study)
+        finished = c.get("COMPLETE", 0) + c.get("PRUNED", 0)
+        waiting, running = c.get("WAITING", 0), c.get("RUNNING", 0)
+        free = n_trials - finished - running - waiting
+        if waiting == 0 and free <= 0:
+            if running == 0 or finished >= n_trials:
+                break
+            time.sleep(poll)  # someone's trial is running: it finishes, or goes stale and is retried
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                fail_stale_trials(study)  # (optuna does this itself before each trial it starts)
+            continue
+        study.optimize(objective, n_trials=max(free, 0) + waiting, callbacks=[budget], catch=(),
+                       gc_after_trial=False)
+    return ran[0]
+
+
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """COMPLETE and PRUNED trials in number order."""
+    return [t for t in study.get_trials(deepcopy=False, states=FINISHED)]
+
+
+def is_finite_values(t: optuna.trial.FrozenTrial) -> bool:
+    """A completed trial with finite objective value(s)."""
+    return t.values is not None and all(math.isfinite(v) for v in t.values)
