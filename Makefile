@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/liqmap.py
 	$(BIN)/python bench/engines.py
 	$(BIN)/python bench/optimize.py
+	$(BIN)/python bench/whole.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
