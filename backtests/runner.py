@@ -260,16 +260,25 @@ def backtest_range(cfg: Config, frame: pd.DataFrame, signals: pd.DataFrame, star
         raise UserError(f"no bars between {_when(start)} and {_when(end)}")
     with deferred():  # a Ctrl-C inside the numba kernel is raised when it returns (bot.interrupts)
         return run_backtest(frame[keep], signals[keep], cfg.backtest, cfg.risk,
-                            engine=engine or cfg.backtest.engine, symbol=cfg.data.symbol, costs=cfg.costs)
+                            engine=engine or cfg.backtest.engine, symbol=cfg.data.symbol, costs=cfg.costs,
+                            brackets=market_brackets(cfg))
 
 
-def brackets_used(symbol: str) -> tuple[dict[str, Any], str | None]:
-    """Which stored leverage brackets a run on ``symbol`` uses (for params.json), and a warning when they
-    belong to another symbol."""
-    from bot.risk.brackets import brackets_for, exchange_symbol
+def market_brackets(cfg: Config) -> Any:
+    """The leverage brackets a run of ``cfg``'s market uses: the tiers ``cascade download`` stored in
+    the data directory when they cover the symbol (current), else the bundled ones."""
+    from bot.risk.brackets import DOWNLOADED_FILE, brackets_for
 
-    wanted = exchange_symbol(symbol)
-    b = brackets_for(symbol)  # the very lookup the engines use, so params.json says what was used
+    return brackets_for(cfg.data.symbol, Path(cfg.data.dir) / cfg.data.exchange / DOWNLOADED_FILE)
+
+
+def brackets_used(cfg: Config) -> tuple[dict[str, Any], str | None]:
+    """Which leverage brackets a run of ``cfg`` uses (for params.json), and a warning when they belong
+    to another symbol."""
+    from bot.risk.brackets import exchange_symbol
+
+    wanted = exchange_symbol(cfg.data.symbol)
+    b = market_brackets(cfg)  # the very brackets the engine gets, so params.json says what was used
     info = {"requested": wanted, "symbol": b.symbol, "as_of": b.as_of, "tiers": len(b.cap)}
     if b.symbol != wanted:
         return info, (f"no leverage brackets stored for {wanted}: liquidation prices and leverage caps use "
@@ -353,7 +362,7 @@ def run(cfg: Config, overrides: dict[str, Any] | None = None, status: Status = _
     with status(f"running the {bt.engine} engine on {len(history.traded):,} bars …"):
         result = backtest_range(cfg, full, signals, history.start, end)
     stats = compute_stats(result, data.timeframe)
-    brackets, bracket_warning = brackets_used(data.symbol)
+    brackets, bracket_warning = brackets_used(cfg)
     warnings = [*history.warnings, *data_warnings(history.traded)]
     warnings += coverage_warnings(history.traded, data.timeframe, warnings)
     if timeframe_to_timedelta(data.timeframe) > SLOWEST_TIMEFRAME:

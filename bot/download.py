@@ -52,6 +52,7 @@ import pandas as pd
 from bot.atomic import atomic_write_text
 from bot.errors import UserError
 from bot.record.venues import open_interest_frame
+from bot.risk.brackets import DOWNLOADED_FILE
 from bot.store import EVENT_KINDS, DatasetInfo, DatasetKey, Store, subtract_ranges, validate_series
 from bot.timeframes import timeframe_ms
 from bot.validation import repair
@@ -432,7 +433,7 @@ class Downloader:
 
 # -- leverage brackets -------------------------------------------------------------------------
 
-LEVERAGE_TIERS_FILE = "leverage_tiers.json"
+LEVERAGE_TIERS_FILE = DOWNLOADED_FILE
 
 
 def leverage_tiers_path(store: Store, exchange_id: str) -> Path:

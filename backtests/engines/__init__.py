@@ -46,6 +46,7 @@ from backtests.engines.common import (
     trades_frame,
 )
 from bot.config import BacktestConfig, CostsConfig, MarketCosts, RiskConfig
+from bot.risk.brackets import Brackets
 
 __all__ = ["ENGINES", "EQUITY_COLUMNS", "TRADE_COLUMNS", "BacktestResult", "ContractError", "compile_fast_engine",
            "run_backtest"]
@@ -96,7 +97,7 @@ class BacktestResult:
 
 def run_backtest(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig, risk: RiskConfig,
                  engine: str | None = None, symbol: str | None = None,
-                 costs: MarketCosts | CostsConfig | None = None) -> BacktestResult:
+                 costs: MarketCosts | CostsConfig | None = None, brackets: Brackets | None = None) -> BacktestResult:
     """Run ``signals`` over ``frame`` on ``engine`` (default ``backtest.engine``).
 
     Args:
@@ -110,6 +111,7 @@ def run_backtest(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestC
             ``frame.attrs["symbol"]``, else BTC/USDT:USDT).
         costs: the market's costs, or a ``[costs]`` config to look ``symbol`` up in; None = the
             built-in ``[costs]`` defaults for ``symbol``.
+        brackets: the leverage brackets; None = ``bot.risk.brackets.brackets_for(symbol)``.
 
     Raises:
         ValueError: unknown engine, or inputs that break the frame/strategy contracts (e.g. a
@@ -118,7 +120,7 @@ def run_backtest(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestC
     name = backtest.engine if engine is None else engine
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
-    prepared = prepare(frame, signals, backtest, risk, symbol, costs)
+    prepared = prepare(frame, signals, backtest, risk, symbol, costs, brackets)
     if name == "fast":
         from backtests.engines.fast import run_raw
     else:

@@ -130,7 +130,8 @@ def _check_target(target: np.ndarray, index: pd.DatetimeIndex) -> None:
 
 
 def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig, risk: RiskConfig,
-            symbol: str | None = None, costs: MarketCosts | CostsConfig | None = None) -> Prepared:
+            symbol: str | None = None, costs: MarketCosts | CostsConfig | None = None,
+            brackets: Brackets | None = None) -> Prepared:
     """Check the inputs and return the arrays both engines run on.
 
     Raises `ContractError` (a ``ValueError``) with the fix when the frame or the signals break the
@@ -187,7 +188,7 @@ def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig
         time=_frozen(index.as_unit("s").asi8, np.int64),
         params=risk_params(risk, market),
         costs=market,
-        brackets=brackets_for(symbol),
+        brackets=brackets_for(symbol) if brackets is None else brackets,
         initial_cash=float(backtest.initial_cash),
     )
 

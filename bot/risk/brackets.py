@@ -33,6 +33,9 @@ BRACKETS_FILES = (BRACKETS_FILE, Path(__file__).with_name("brackets_binance_top.
 """Bundled bracket files, searched in order: the dated BTC/ETH copy first, then an older snapshot of
 other large markets (BNB, DOGE, DOT, SOL; its ``as_of`` says how old)."""
 DEFAULT_SYMBOL = "BTCUSDT"
+DOWNLOADED_FILE = "leverage_tiers.json"
+"""``cascade download`` writes an exchange's current tiers to ``<data>/<exchange>/leverage_tiers.json``
+(same format as the bundled files)."""
 
 
 def exchange_symbol(symbol: str) -> str:
@@ -129,14 +132,21 @@ def load_brackets(symbol: str = DEFAULT_SYMBOL, path: str | None = None) -> Brac
     return Brackets(symbol=key, as_of=str(doc["as_of"]), **arrays)
 
 
-def brackets_for(symbol: str | None) -> Brackets:
-    """Return ``symbol``'s brackets, or BTCUSDT's when ``symbol`` is None or has none stored.
+def brackets_for(symbol: str | None, downloaded: Path | str | None = None) -> Brackets:
+    """Return ``symbol``'s brackets — from ``downloaded`` (the tiers ``cascade download`` fetched
+    with ccxt's ``fetch_leverage_tiers``, current) when it has them, else the bundled files — or
+    BTCUSDT's when ``symbol`` is None or has none stored.
 
     BTCUSDT and ETHUSDT share tiers 1–4 (notional up to 12M USDT), which covers any account the
     sample backtests can reach.
     """
     if symbol is None:
         return load_brackets(DEFAULT_SYMBOL)
+    if downloaded is not None and Path(downloaded).is_file():
+        try:
+            return load_brackets(symbol, path=str(downloaded))
+        except KeyError:
+            pass
     try:
         return load_brackets(symbol)
     except KeyError:

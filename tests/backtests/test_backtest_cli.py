@@ -316,11 +316,35 @@ def test_brackets_recorded_and_missing_ones_warned(config: Path, capsys: pytest.
     assert code == 0, err
     params = json.loads((Path(json.loads(out.strip().splitlines()[-1])["run_dir"]) / "params.json").read_text())
     assert params["brackets"]["symbol"] == "ETHUSDT" and params["brackets"]["requested"] == "ETHUSDT"
-    info, warning = brackets_used("DOGE/USDT:USDT")  # from the older bundled snapshot, no stand-in
+    from bot.config import Config, with_overrides
+
+    def on(symbol: str, data_dir: Path | None = None) -> Config:
+        return with_overrides(Config(), "data", symbol=symbol, dir=data_dir)
+
+    info, warning = brackets_used(on("DOGE/USDT:USDT"))  # from the older bundled snapshot, no stand-in
     assert info == {"requested": "DOGEUSDT", "symbol": "DOGEUSDT", "as_of": "2023-09", "tiers": 10} and warning is None
-    info, warning = brackets_used("XRP/USDT:USDT")
+    info, warning = brackets_used(on("XRP/USDT:USDT"))
     assert info["requested"] == "XRPUSDT" and info["symbol"] == "BTCUSDT"
     assert warning is not None and "no leverage brackets stored for XRPUSDT" in warning
+
+
+def test_downloaded_brackets_take_precedence(tmp_path: Path) -> None:
+    """Tiers ``cascade download`` stored in the data directory (current) win over the bundled ones."""
+    from backtests.runner import brackets_used, market_brackets
+    from bot.config import Config, with_overrides
+    from bot.risk.brackets import BRACKETS_FILE, DOWNLOADED_FILE, load_brackets
+
+    bundled = json.loads(BRACKETS_FILE.read_text())
+    tiers = [dict(t, max_leverage=min(t["max_leverage"], 50)) for t in bundled["symbols"]["BTCUSDT"]]
+    (tmp_path / "binanceusdm").mkdir()
+    (tmp_path / "binanceusdm" / DOWNLOADED_FILE).write_text(json.dumps(
+        {"as_of": "2026-12-01", "symbols": {"XRPUSDT": tiers, "BTCUSDT": tiers}}))
+    for symbol in ("XRP/USDT:USDT", "BTC/USDT:USDT"):
+        cfg = with_overrides(Config(), "data", symbol=symbol, dir=tmp_path)
+        info, warning = brackets_used(cfg)
+        assert info["symbol"] == symbol.split("/")[0] + "USDT" and info["as_of"] == "2026-12-01" and warning is None
+        assert float(market_brackets(cfg).max_leverage[0]) == 50.0
+    assert float(load_brackets("BTCUSDT").max_leverage[0]) > 50.0  # the bundled file is untouched
 
 
 def test_open_interest_source_reaches_the_frame() -> None:
