@@ -263,3 +263,42 @@ def test_interrupted_store_write_leaves_the_old_file(tmp_path):
         pq.write_table = real
     pd.testing.assert_frame_equal(store.read(OHLCV_1H), frame, check_freq=False)
     assert not list(tmp_path.rglob(".cascade-*"))
+
+
+# a short 1h backtest with its report: writing the run folder takes long enough to be caught
+BACKTEST = ["backtest", "--strategy", "funding_reversal", "--engine", "fast", "--from", "2025-09-01",
+            "--to", "2025-10-01"]
+
+
+def _signal_mid_backtest(out: Path, sig: int) -> subprocess.Popen:
+    """Start a backtest and send ``sig`` while its hidden run folder is being written."""
+    for _ in range(5):
+        proc = subprocess.Popen([CASCADE, *BACKTEST, "--output-dir", str(out)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(out.glob(".cascade-*.tmp")):
+                proc.send_signal(sig)
+                proc.wait(60)
+                return proc
+            time.sleep(0.002)
+        proc.wait(60)
+    pytest.fail("never caught the backtest while it wrote its run folder")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_backtest_exits_cleanly_and_leaves_nothing(tmp_path, sig, code):
+    out = tmp_path / "results"
+    proc = _signal_mid_backtest(out, sig)
+    assert proc.returncode == code and proc.stderr.read().strip().splitlines()[-1] == "interrupted"
+    assert not list(out.glob(".cascade-*")) and not [p for p in out.iterdir() if p.name != "_assets"]
+
+
+def test_sigkill_mid_backtest_leftovers_are_swept_by_the_next_run(tmp_path, capsys):
+    out = tmp_path / "results"
+    proc = _signal_mid_backtest(out, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert list(out.glob(".cascade-*.tmp"))  # what a SIGKILL leaves behind ...
+    assert run([*BACKTEST, "--output-dir", str(out), "--no-report"], capsys)[0] == 0
+    assert not list(out.glob(".cascade-*"))  # ... the next run writing there removes
+    assert len([p for p in out.iterdir() if p.name != "_assets"]) == 1
