@@ -49,7 +49,7 @@ def point_at(exchange: ccxt.Exchange, url: str) -> ccxt.Exchange:
     """Redirect every REST base URL of ``exchange`` to ``url`` (scheme+host[:port]), in place.
 
     Also restores Binance's fapi-only error table, which ccxt applies only to URLs starting
-    with ``https://fapi.binance.com`` (binance-usdm.md §0.3), so codes such as -2019 still map
+    with ``https://fapi.binance.com`` (docs/binance-usdm.md §0.3), so codes such as -2019 still map
     to ``InsufficientFunds`` against a local server.
     """
     parts = urlsplit(url)

@@ -140,7 +140,7 @@ class Account(Ledger):
                    else sorted(self.data.markets.values(), key=lambda m: m.id))
         views = [self._position_view(m, req.now_ms) for m in markets]
         if req.path.startswith("/fapi/v3"):
-            for v in views:  # v3 carries neither leverage nor marginType (binance-usdm.md §6.2)
+            for v in views:  # v3 carries neither leverage nor marginType (docs/binance-usdm.md §6.2)
                 v.pop("leverage")
                 v.pop("marginType")
         return views

@@ -82,7 +82,7 @@ class Request:
     params: dict[str, str]
     headers: dict[str, str]
     now_ms: int
-    raw: str = ""  # the query string followed by the body, as Binance signs them (§2.4)
+    raw: str = ""  # the query string followed by the body, as Binance signs them (docs/binance-usdm.md §2.4)
 
 
 @dataclass

@@ -137,7 +137,7 @@ def test_open_stop_take_profit_then_stop_fills_with_backtest_fees_and_funding(so
                                                                 "workingType": "MARK_PRICE"})
         resting = ex.fetch_open_orders(BTC, params={"trigger": True})
         assert sorted(o["id"] for o in resting) == sorted([sl["id"], tp["id"]])
-        assert ex.fetch_open_orders(BTC) == []  # the Algo API book is separate (binance-usdm.md §0.2)
+        assert ex.fetch_open_orders(BTC) == []  # the Algo API book is separate (docs/binance-usdm.md §0.2)
 
         # independently: the first bar whose mark low reaches the stop, funding on the bars before it
         after = b.loc[T_ENTRY:]
