@@ -121,13 +121,13 @@ def _kline_series(market: str, interval: str, frame: pd.DataFrame) -> _EventSeri
     payloads = []
     for t, c, r in zip(opens.tolist(), closes.tolist(), frame.to_dict("records"), strict=True):
         vol = float(r.get("volume", 0.0))
-        typical = (r["high"] + r["low"] + r["close"]) / 3
-        tbv = float(r["taker_buy_volume"]) if "taker_buy_volume" in r and r["taker_buy_volume"] == r["taker_buy_volume"] \
-            else vol / 2
+        # fields the data does not hold are "0", never estimated (as the REST klines serve them)
+        tbv = r.get("taker_buy_volume")
+        tbv = float(tbv) if tbv is not None and tbv == tbv else 0.0
         payloads.append({"e": "kline", "E": c, "s": market, "k": {
             "t": t, "T": c - 1, "s": market, "i": interval, "f": 0, "L": 0, "o": _num(r["open"]), "c": _num(r["close"]),
-            "h": _num(r["high"]), "l": _num(r["low"]), "v": _num(vol), "n": 0, "x": True, "q": _num(vol * typical),
-            "V": _num(tbv), "Q": _num(tbv * typical), "B": "0"}})
+            "h": _num(r["high"]), "l": _num(r["low"]), "v": _num(vol), "n": 0, "x": True, "q": "0",
+            "V": _num(tbv), "Q": "0", "B": "0"}})
     return _EventSeries(closes, payloads)
 
 
