@@ -177,6 +177,10 @@ class ReplayConfig(_Section):
     port: int = Field(default=8765, ge=0, le=65535)
     speed: float = Field(default=1.0, gt=0)
     start: str = ""
+    state: str = ""                     # account state file (SQLite); empty = in memory
+    initial_balance: float = Field(default=10_000.0, gt=0)
+    timeframe: str = ""                 # bars the matching engine books; empty = finest with mark data
+    read_timeout: float = Field(default=10.0, gt=0)
 
 
 class Config(_Section):

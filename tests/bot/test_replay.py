@@ -140,7 +140,7 @@ def test_kline_wire_shape_and_binance_param_semantics(server, source):
     r = rows[0]
     assert len(r) == 12 and isinstance(r[0], int) and isinstance(r[6], int) and isinstance(r[8], int)
     assert r[6] == r[0] + H - 1 and all(isinstance(x, str) for x in r[1:6] + r[7:8] + r[9:])
-    assert float(r[9]) == pytest.approx(float(r[5]) / 2)  # no stored taker volume: half the volume
+    assert (r[7], r[8], r[9], r[10]) == ("0", 0, "0", "0")  # not stored: zero, never estimated
     _, _, latest = raw_get(url + "&limit=3")
     assert [x[0] for x in latest] == [ms("2025-03-31T21:00"), ms("2025-03-31T22:00"), ms("2025-03-31T23:00")]
     _, _, upto = raw_get(url + f"&endTime={ms('2025-03-20')}&limit=2")
