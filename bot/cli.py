@@ -29,6 +29,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("backtest", "bot.commands.backtest", "backtest"),
     ("liqmap", "bot.commands.liqmap", "liqmap"),
     ("replay-server", "bot.commands.replay", "replay_server"),
+    ("strategies", "bot.commands.strategies", "strategies"),
 )
 
 for _name, _module, _func in COMMANDS:

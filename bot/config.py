@@ -7,6 +7,7 @@ environment variables that hold them.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import tomllib
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import UserError
+from strategies.features.liqmap_params import LiqMapParams
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 
@@ -193,13 +195,25 @@ class Config(_Section):
     costs: CostsConfig = CostsConfig()
     risk: RiskConfig = RiskConfig()
     replay: ReplayConfig = ReplayConfig()
-    liqmap: dict[str, Any] = Field(default_factory=dict)
-    strategies: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    liqmap: LiqMapParams = LiqMapParams()
+    """The liquidation-map estimator (``cascade liqmap``, the report, and every strategy that uses it)."""
+    strategies: dict[str, Any] = Field(default_factory=dict)
+    """``paths`` (user strategy files, relative to the config file) and one table of parameters per
+    strategy; each table is checked against the strategy's ``Params`` when the file loads."""
 
-    @field_validator("liqmap", "strategies")
+    @field_validator("strategies")
     @classmethod
-    def _plain_tables(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return dict(value)
+    def _strategy_tables(cls, value: dict[str, Any]) -> dict[str, Any]:
+        out = dict(value)
+        paths = out.get("paths", [])
+        if not isinstance(paths, (list, tuple)) or not all(isinstance(x, str) for x in paths):
+            raise ValueError("strategies.paths must be a list of file paths (strings)")
+        if "paths" in out:
+            out["paths"] = list(paths)
+        for name, table in out.items():
+            if name != "paths" and not isinstance(table, dict):
+                raise ValueError(f"[strategies.{name}] must be a table of parameters, got {table!r}")
+        return out
 
 
 def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -264,7 +278,63 @@ def load_config(path: Path | str | None = None) -> Config:
         raise UserError(f"{p}: not valid TOML ({err}); fix the syntax") from None
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"{p}: cannot read ({err})") from None
-    return parse_config(raw, source=str(p))
+    tables = raw.get("strategies")
+    if isinstance(tables, dict) and isinstance(tables.get("paths"), list):  # relative to the config file
+        tables["paths"] = [str(p.parent / x) if isinstance(x, str) and not Path(x).is_absolute() else x
+                           for x in tables["paths"]]
+    cfg = parse_config(raw, source=str(p))
+    check_strategy_tables(cfg, source=str(p))
+    return cfg
+
+
+def strategy_registry(cfg: Config) -> dict[str, Any]:
+    """The registered strategies plus the user strategies of ``[strategies] paths`` (by name).
+
+    Raises :class:`UserError` with one line naming a broken file.
+    """
+    from strategies import STRATEGIES, StrategyLoadError, load_strategy
+
+    registry = dict(STRATEGIES)
+    for path in cfg.strategies.get("paths", []):
+        try:
+            spec = load_strategy(path)
+        except StrategyLoadError as err:
+            raise UserError(f"config [strategies] paths: {err}") from None
+        registry[spec.name] = spec
+    return registry
+
+
+def check_strategy_tables(cfg: Config, source: str = "config") -> None:
+    """Validate every non-empty ``[strategies.<name>]`` table against that strategy's ``Params``.
+
+    Only imports the strategies when a table has keys, so commands that never backtest stay light.
+    """
+    tables = {k: v for k, v in cfg.strategies.items() if k != "paths" and v}
+    if not tables:
+        return
+    from strategies import make_params
+
+    registry = strategy_registry(cfg)
+    for name, table in tables.items():
+        if name not in registry:
+            close = difflib.get_close_matches(name, list(registry), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"{source}: [strategies.{name}]: unknown strategy{hint}; "
+                            f"known: {', '.join(registry)}")
+        try:
+            make_params(registry[name], table)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(x) for x in first["loc"]) or "?"
+            if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+                names = [f.name for f in dataclasses.fields(registry[name].Params)]
+                close = difflib.get_close_matches(field, names, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise UserError(f"{source}: unknown key 'strategies.{name}.{field}'{hint}; "
+                                f"valid: {', '.join(names)}") from None
+            raise UserError(f"{source}: strategies.{name}.{field}: {first['msg']}") from None
+        except (TypeError, ValueError) as err:
+            raise UserError(f"{source}: [strategies.{name}]: {' '.join(str(err).split())}") from None
 
 
 def with_overrides(config: Config, section: str, **values: Any) -> Config:

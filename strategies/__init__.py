@@ -1,14 +1,12 @@
 """Pure signal logic: features (:mod:`strategies.features`) and the registered strategies.
 
-Every strategy module follows the strategy contract of docs/architecture.md:
+Every strategy is a :class:`~strategies.base.StrategySpec` (docs/architecture.md, "The strategy
+contract"): ``Params``, ``signals(frame, p, features=None)``, ``suggest(trial)``,
+``warmup(p) -> pd.Timedelta`` and the optional ``features(frame, p)`` hook.
 
-* ``Params``: frozen pydantic dataclass, unknown keys rejected;
-* ``signals(frame, p) -> DataFrame[target, stop, take_profit]`` on ``frame.index`` (decision at bar
-  close, filled by the engines at the next open);
-* ``suggest(trial) -> Params``: the optuna define-by-run search space;
-* ``warmup(p) -> int``: bars before the first valid signal.
-
-The registry is explicit: a new strategy is a new file plus one line in :data:`STRATEGIES`.
+The registry is explicit: a new strategy is a new file with a ``SPEC`` plus one line in
+:data:`STRATEGIES`. A strategy file outside the package follows the same contract and is loaded by
+:func:`load_strategy` (``path/to/my_strategy.py`` or ``module:NAME``).
 """
 
 from __future__ import annotations
@@ -17,24 +15,48 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from strategies import confluence, funding_reversal, liq_asymmetry, sr_levels
+if TYPE_CHECKING:
+    from strategies.base import StrategySpec
 
-__all__ = ["DEFAULT_STRATEGY", "STRATEGIES", "get_strategy", "make_params"]
-
-STRATEGIES: dict[str, types.ModuleType] = {
-    "liq_asymmetry": liq_asymmetry,
-    "funding_reversal": funding_reversal,
-    "sr_levels": sr_levels,
-    "confluence": confluence,
-}
+__all__ = ["DEFAULT_STRATEGY", "STRATEGIES", "StrategyLoadError", "StrategySpec", "get_strategy",
+           "load_strategy", "make_params"]
 
 DEFAULT_STRATEGY = "liq_asymmetry"
 
+_REGISTRY: dict[str, StrategySpec] = {}
 
-def get_strategy(name: str) -> types.ModuleType:
-    """The strategy module registered as ``name``; ``KeyError`` with a "did you mean" hint otherwise."""
+
+def _registry() -> dict[str, StrategySpec]:
+    """The registered strategies, imported on first use (``import strategies.features.x`` stays light)."""
+    if not _REGISTRY:
+        from strategies import confluence, funding_reversal, liq_asymmetry, sr_levels
+
+        _REGISTRY.update({spec.name: spec for spec in (liq_asymmetry.SPEC, funding_reversal.SPEC,
+                                                       sr_levels.SPEC, confluence.SPEC)})
+    return _REGISTRY
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use, so that ``import strategies.features.liqmap_params`` (the config does)
+    # loads neither pandas nor numba
+    if name == "STRATEGIES":  # ``STRATEGIES: dict[str, StrategySpec]``, the explicit registry
+        return _registry()
+    if name == "StrategySpec":
+        from strategies.base import StrategySpec
+
+        return StrategySpec
+    if name in ("load_strategy", "StrategyLoadError"):
+        from strategies import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'strategies' has no attribute '{name}'")
+
+
+def get_strategy(name: str) -> StrategySpec:
+    """The strategy registered as ``name``; ``KeyError`` with a "did you mean" hint otherwise."""
+    STRATEGIES = _registry()
     try:
         return STRATEGIES[name]
     except KeyError:
@@ -84,15 +106,15 @@ def _convert(value: Any, annotation: Any) -> Any:
     return text  # pydantic reports the bad value / checks membership
 
 
-def make_params(name: str, overrides: dict[str, Any] | None = None) -> Any:
-    """Build ``name``'s ``Params`` from defaults plus ``overrides`` (e.g. ``--param k=v`` pairs).
+def make_params(spec: StrategySpec | str, overrides: dict[str, Any] | None = None) -> Any:
+    """Build a strategy's ``Params`` from defaults plus ``overrides`` (e.g. ``--param k=v`` pairs).
 
-    String values are converted by the field's type (``"3"`` → 3, ``"true"`` → True, ``"none"`` → None
-    for optional fields). Unknown keys and invalid values raise pydantic's ``ValidationError`` (a
-    ``ValueError``) naming the field; an unknown strategy raises ``KeyError``.
+    ``spec``: a :class:`StrategySpec` or a registered name. String values are converted by the
+    field's type (``"3"`` → 3, ``"true"`` → True, ``"none"`` → None for optional fields). Unknown keys
+    and invalid values raise pydantic's ``ValidationError`` (a ``ValueError``) naming the field; an
+    unknown strategy name raises ``KeyError``.
     """
-    module = get_strategy(name)
-    cls = module.Params
+    cls = (get_strategy(spec) if isinstance(spec, str) else spec).Params
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: (_convert(v, hints[k]) if k in fields else v) for k, v in (overrides or {}).items()}

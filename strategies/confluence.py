@@ -6,10 +6,14 @@ breakout/retest). Its vote at bar ``t`` is the side of its held target (+1, −1
 
     vote_t = w_liq·side_liq + w_funding·side_funding + w_sr·side_sr.
 
+The families' signal frames do not depend on this strategy's parameters (other than the shared
+``liqmap``): they are the ``features`` hook, computed once by the optimiser.
+
 Enter long on the bar where ``vote`` rises to ``≥ threshold`` (short: falls to ``≤ −threshold``); with
 unit weights the default threshold 1.5 means two families agree and the third does not oppose. Hold
 while the vote keeps the position's sign above ``exit_vote`` (exit when ``side·vote ≤ exit_vote``),
-at most ``max_hold_hours``; flip on an opposite entry.
+at most ``max_hold_hours``; flip on an opposite entry. Stop and take-profit are levels stated with the
+entry, executed by the core.
 
 Stop: the tightest stop among the families voting for the trade, but at least ``stop_atr·ATR14``
 from the entry close (a family without a stop contributes none; if none has one the ATR stop is
@@ -29,12 +33,14 @@ from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
 
 from strategies import funding_reversal, liq_asymmetry, sr_levels
-from strategies.features.indicators import atr, bars_for, hold_positions, infer_timeframe
+from strategies.base import StrategySpec, bar_lookback, flat
+from strategies.features.indicators import atr, bars_for, hold_intent, infer_timeframe
+from strategies.features.liquidation_map import LiqMapParams
 
 if TYPE_CHECKING:  # optuna is needed only by the search space
     import optuna
 
-__all__ = ["Params", "signals", "suggest", "warmup"]
+__all__ = ["SPEC", "Params", "family_signals", "features", "signals", "suggest", "warmup"]
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -49,25 +55,42 @@ class Params:
     stop_atr: float = 1.5
     max_hold_hours: float = 72.0
     atr_n: int = 14
+    liqmap: LiqMapParams = LiqMapParams()  # the estimator (config [liqmap]) the families share
 
 
-def family_signals(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def _family_params(p: Params) -> tuple[liq_asymmetry.Params, funding_reversal.Params, sr_levels.Params]:
+    return (liq_asymmetry.Params(liqmap=p.liqmap), funding_reversal.Params(), sr_levels.Params(liqmap=p.liqmap))
+
+
+def family_signals(frame: pd.DataFrame, liqmap: LiqMapParams = LiqMapParams()) -> dict[str, pd.DataFrame]:
     """The three families' signal frames with their default parameters (liquidation features shared)."""
-    lq = liq_asymmetry.liq_features(frame)
-    return {
-        "liq": liq_asymmetry.signals(frame, liq_asymmetry.Params(), liq=lq),
-        "funding": funding_reversal.signals(frame, funding_reversal.Params()),
-        "sr": sr_levels.signals(frame, sr_levels.Params(), liq=lq),
+    return features(frame, Params(liqmap=liqmap))["families"]
+
+
+def features(frame: pd.DataFrame, p: Params) -> dict:
+    """``{"liq", "levels", "families"}``: the shared liquidation features, the levels and the three
+    families' signal frames; depends on ``p.liqmap`` only."""
+    lp, fp, sp = _family_params(p)
+    lq = liq_asymmetry.liq_features(frame, p.liqmap)
+    sr_fe = sr_levels.features(frame, sp, liq=lq)
+    families = {
+        "liq": liq_asymmetry.signals(frame, lp, {"liq": lq}),
+        "funding": funding_reversal.signals(frame, fp),
+        "sr": sr_levels.signals(frame, sp, sr_fe),
     }
+    return {"liq": lq, "levels": sr_fe["levels"], "families": families}
 
 
-def signals(frame: pd.DataFrame, p: Params) -> pd.DataFrame:
-    """``target, stop, take_profit`` on ``frame.index`` (module docstring)."""
+def signals(frame: pd.DataFrame, p: Params, features: dict | None = None) -> pd.DataFrame:
+    """``target, stop, take_profit`` on ``frame.index`` (module docstring).
+
+    ``features``: this frame's :func:`features` (computed here when omitted).
+    """
     n = len(frame)
     if n < 6:
-        return pd.DataFrame({"target": np.zeros(n), "stop": np.nan, "take_profit": np.nan}, index=frame.index)
+        return flat(frame)
     tf = infer_timeframe(frame.index)
-    fam = family_signals(frame)
+    fam = (features if features is not None else _features(frame, p))["families"]
     weights = {"liq": p.w_liq, "funding": p.w_funding, "sr": p.w_sr}
     sides = {k: np.sign(v["target"].to_numpy(np.float64)) for k, v in fam.items()}
     vote = sum(weights[k] * sides[k] for k in fam)
@@ -79,7 +102,7 @@ def signals(frame: pd.DataFrame, p: Params) -> pd.DataFrame:
     P = frame["close"].to_numpy(np.float64)
     a = atr(frame, p.atr_n).to_numpy()
     entry[~np.isfinite(a)] = 0.0
-    entry[: warmup(p)] = 0.0
+    entry[frame.index < frame.index[0] + _family_warmup(p)] = 0.0
     stops_l, stops_s, tps_l, tps_s = [], [], [], []
     for k, v in fam.items():
         if weights[k] == 0:
@@ -103,7 +126,7 @@ def signals(frame: pd.DataFrame, p: Params) -> pd.DataFrame:
     short_stop = np.fmax(reduce(stops_s, np.nanmin), P + p.stop_atr * a)
     stop = np.where(entry > 0, long_stop, short_stop)
     tp = np.where(entry > 0, reduce(tps_l, np.nanmin), reduce(tps_s, np.nanmax))
-    return hold_positions(
+    return hold_intent(
         frame,
         entry,
         stop=stop,
@@ -126,10 +149,27 @@ def suggest(trial: optuna.Trial) -> Params:
     )
 
 
-def warmup(p: Params) -> int:
-    """Bars (1h) before the first valid signal: the slowest family's warm-up."""
-    return max(
-        liq_asymmetry.warmup(liq_asymmetry.Params()),
-        funding_reversal.warmup(funding_reversal.Params()),
-        sr_levels.warmup(sr_levels.Params()),
-    )
+def _family_warmup(p: Params) -> pd.Timedelta:
+    lp, fp, sp = _family_params(p)
+    return max(liq_asymmetry.warmup(lp), funding_reversal.warmup(fp), sr_levels.warmup(sp),
+               bar_lookback(3 * p.atr_n))
+
+
+def warmup(p: Params) -> pd.Timedelta:
+    """History before the first valid signal: the slowest family's warm-up plus one hold."""
+    return _family_warmup(p) + pd.Timedelta(hours=p.max_hold_hours)
+
+
+_features = features  # ``signals`` takes a ``features`` argument that shadows the hook
+
+SPEC = StrategySpec(
+    name="confluence",
+    Params=Params,
+    signals=signals,
+    suggest=suggest,
+    warmup=warmup,
+    features=features,
+    feature_params=("liqmap",),
+    description="Confluence: weighted votes of the liquidation-map, funding and support/resistance "
+                "families; enter when enough of them agree.",
+)

@@ -11,8 +11,11 @@ Rules (``rule``: ``"reset"``, ``"fade"`` or ``"both"``), decided at bar close:
   stop-out does not re-enter the same episode on the next bar).
 
 Holding and exit (§B.2 defaults): exit at the first settlement after entry where ``|z| < z_exit``,
-after ``max_hold_hours``, at a stop ``stop_atr·ATR14`` from the entry close, or on the opposite
-signal (which flips). Take-profit ``tp_atr·ATR`` when ``tp_atr > 0`` (off by default).
+after ``max_hold_hours``, or on the opposite signal (which flips); the stop ``stop_atr·ATR14`` from
+the entry close and the take-profit ``tp_atr·ATR`` (when ``tp_atr > 0``, off by default) are levels
+stated with the entry and executed by the core.
+
+The ``features`` hook is the funding feature frame (it depends on ``z_window`` only).
 
 Fixed (not tuned by :func:`suggest`): the funding feature definitions (:class:`FundingParams`
 defaults: W = 90 settlements, baseline 0.01 %, crowding and squeeze thresholds), ``atr_n = 14``,
@@ -29,13 +32,14 @@ import pandas as pd
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
 
+from strategies.base import StrategySpec, bar_lookback, flat
 from strategies.features.funding import FundingParams, funding_features
-from strategies.features.indicators import atr, bars_for, ema, hold_positions, infer_timeframe
+from strategies.features.indicators import atr, bars_for, ema, hold_intent, infer_timeframe
 
 if TYPE_CHECKING:  # optuna is needed only by the search space
     import optuna
 
-__all__ = ["Params", "signals", "suggest", "warmup"]
+__all__ = ["SPEC", "Params", "features", "signals", "suggest", "warmup"]
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -57,13 +61,21 @@ def _funding_params(p: Params) -> FundingParams:
     return FundingParams(z_window=p.z_window, z_min_periods=min(30, p.z_window))
 
 
-def signals(frame: pd.DataFrame, p: Params) -> pd.DataFrame:
-    """``target, stop, take_profit`` on ``frame.index`` (module docstring)."""
+def features(frame: pd.DataFrame, p: Params) -> dict[str, pd.DataFrame]:
+    """``{"funding": funding features}``: depends on ``p.z_window`` only."""
+    return {"funding": funding_features(frame, _funding_params(p))}
+
+
+def signals(frame: pd.DataFrame, p: Params, features: dict | None = None) -> pd.DataFrame:
+    """``target, stop, take_profit`` on ``frame.index`` (module docstring).
+
+    ``features``: this frame's :func:`features` (computed here when omitted).
+    """
     n = len(frame)
     if n < 2 or "funding_rate" not in frame.columns:
-        return pd.DataFrame({"target": np.zeros(n), "stop": np.nan, "take_profit": np.nan}, index=frame.index)
+        return flat(frame)
     tf = infer_timeframe(frame.index)
-    ff = funding_features(frame, _funding_params(p))
+    ff = (features if features is not None else _features(frame, p))["funding"]
     close = frame["close"]
     a = atr(frame, p.atr_n)
     trend = ema(close, p.ema_n)
@@ -83,7 +95,7 @@ def signals(frame: pd.DataFrame, p: Params) -> pd.DataFrame:
     stop = close - side * p.stop_atr * a
     tp = close + side * p.tp_atr * a if p.tp_atr > 0 else None
     calm = ff["funding_settled"] & (z.abs() < p.z_exit)
-    return hold_positions(
+    return hold_intent(
         frame,
         entry,
         stop=stop,
@@ -106,6 +118,25 @@ def suggest(trial: optuna.Trial) -> Params:
     )
 
 
-def warmup(p: Params) -> int:
-    """Bars (1h) before the first valid signal: 30 settlements of 8 h for the funding z-score."""
-    return max(_funding_params(p).z_min_periods * 8, p.ema_n, p.atr_n) + 1
+def warmup(p: Params) -> pd.Timedelta:
+    """History before the first valid signal: the full z-window of settlements (8 h apart), the
+    squeeze's daily ATR (three lengths, it is recursive), the EMA/ATR lookbacks, plus one hold."""
+    fp = _funding_params(p)
+    settlements = pd.Timedelta(hours=fp.z_window * fp.max_interval_hours)
+    squeeze = pd.Timedelta(days=3 * fp.atr_days) + pd.Timedelta(hours=fp.high_hours + fp.squeeze_hours)
+    return max(settlements, squeeze, bar_lookback(3 * max(p.ema_n, p.atr_n))) + pd.Timedelta(hours=p.max_hold_hours)
+
+
+_features = features  # ``signals`` takes a ``features`` argument that shadows the hook
+
+SPEC = StrategySpec(
+    name="funding_reversal",
+    Params=Params,
+    signals=signals,
+    suggest=suggest,
+    warmup=warmup,
+    features=features,
+    feature_params=("z_window",),
+    description="Funding reversal: fade extreme funding z-scores when momentum stalls, and trade the "
+                "reset after crowded positioning is flushed.",
+)

@@ -24,8 +24,13 @@ Stop (all variants): beyond the nearest dense cluster on the adverse side (its e
 far cluster is replaced by that cap). Exhaustion uses the 24 h extreme ± 0.25·ATR in place of the
 cluster. A magnet or exhaustion entry whose take-profit is closer than ``min_rr`` (0.5) times its
 stop distance is skipped (a magnet 0.2 % away does not pay for a 2·ATR stop). Every variant also exits after
-``hold_hours`` and flips on an opposite entry. No entries during the map's warm-up
-(:func:`~strategies.features.liquidation_map.warmup_days`, 90 days).
+``hold_hours`` and flips on an opposite entry (a same-side entry re-arms the hold). The stop and
+take-profit are levels stated with the entry; the core executes them. No entries during the
+features' warm-up: the map's (:func:`~strategies.features.liquidation_map.warmup_days`, 90 days)
+plus the z-score or quantile window.
+
+The ``features`` hook is the liquidation map's per-bar features (``liqmap``: the estimator's
+parameters, ``[liqmap]`` in the config): parameter-independent, computed once by the optimiser.
 
 Fixed (not tuned by :func:`suggest`): the map parameters, ``ema_n = 50``, ``z_days = 30``,
 ``cluster_buf``, ``max_stop_atr = 6``, ``consumed_exit``, ``min_rr``, the continuation and exhaustion
@@ -42,11 +47,12 @@ import pandas as pd
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
 
+from strategies.base import StrategySpec, bar_lookback, flat
 from strategies.features.indicators import (
     atr,
     bars_for,
     ema,
-    hold_positions,
+    hold_intent,
     infer_timeframe,
     past_quantile,
     rolling_zscore,
@@ -56,7 +62,7 @@ from strategies.features.liquidation_map import LiqMapParams, liquidation_featur
 if TYPE_CHECKING:  # optuna is needed only by the search space
     import optuna
 
-__all__ = ["Params", "liq_features", "signals", "suggest", "warmup"]
+__all__ = ["SPEC", "Params", "features", "liq_features", "signals", "suggest", "warmup"]
 
 _DEFAULT_HOLD_HOURS = {"magnet": 72.0, "continuation": 4.0, "exhaustion": 48.0}
 
@@ -89,6 +95,7 @@ class Params:
     drop_atr: float = 2.0
     arm_hours: float = 12.0
     atr_n: int = 14
+    liqmap: LiqMapParams = LiqMapParams()  # the estimator (config [liqmap])
 
 
 def _first_after(setup: pd.Series, trigger: pd.Series, within: int) -> pd.Series:
@@ -105,26 +112,36 @@ def _first_after(setup: pd.Series, trigger: pd.Series, within: int) -> pd.Series
     return pd.Series(ok, index=setup.index)
 
 
-def _flat(frame: pd.DataFrame) -> pd.DataFrame:
-    n = len(frame)
-    return pd.DataFrame({"target": np.zeros(n), "stop": np.nan, "take_profit": np.nan}, index=frame.index)
+def features(frame: pd.DataFrame, p: Params) -> dict[str, pd.DataFrame]:
+    """``{"liq": liquidation features}``: depends on ``p.liqmap`` only."""
+    return {"liq": liq_features(frame, p.liqmap)}
 
 
-def signals(frame: pd.DataFrame, p: Params, liq: pd.DataFrame | None = None) -> pd.DataFrame:
+def _hold_hours(p: Params) -> float:
+    return p.hold_hours if p.hold_hours is not None else _DEFAULT_HOLD_HOURS[p.variant]
+
+
+def _feature_warmup(p: Params) -> pd.Timedelta:
+    """History before the first entry: the map's warm-up plus the z-score / quantile window."""
+    window = {"magnet": p.z_days, "continuation": p.cons_days, "exhaustion": 1.0}[p.variant]
+    return max(pd.Timedelta(days=warmup_days(p.liqmap) + window), bar_lookback(3 * max(p.ema_n, p.atr_n)))
+
+
+def signals(frame: pd.DataFrame, p: Params, features: dict | None = None) -> pd.DataFrame:
     """``target, stop, take_profit`` on ``frame.index`` (module docstring).
 
-    ``liq``: precomputed :func:`liq_features` of ``frame`` (computed here when omitted).
+    ``features``: this frame's :func:`features` (computed here when omitted).
     """
     n = len(frame)
     if n < 3:
-        return _flat(frame)
+        return flat(frame)
     tf = infer_timeframe(frame.index)
-    lq = liq_features(frame) if liq is None else liq
+    lq = (features if features is not None else _features(frame, p))["liq"]
     close = frame["close"]
     P = close.to_numpy(np.float64)
     a = atr(frame, p.atr_n).to_numpy()
     day = bars_for(24.0, tf)
-    hold = bars_for(p.hold_hours if p.hold_hours is not None else _DEFAULT_HOLD_HOURS[p.variant], tf)
+    hold = bars_for(_hold_hours(p), tf)
     buf = p.cluster_buf
 
     up_px = (P * (1.0 + lq["liq_cluster_up_dist"])).to_numpy(np.float64)
@@ -195,7 +212,7 @@ def signals(frame: pd.DataFrame, p: Params, liq: pd.DataFrame | None = None) -> 
     gl = go_long.to_numpy(dtype=bool) & np.isfinite(a)
     gs = go_short.to_numpy(dtype=bool) & np.isfinite(a)
     entry = gl.astype(np.float64) - gs.astype(np.float64)
-    entry[: min(n, bars_for(warmup_days() * 24.0, tf))] = 0.0
+    entry[frame.index < frame.index[0] + _feature_warmup(p)] = 0.0
     stop = np.where(entry > 0, long_sl, short_sl)
     tp = np.where(entry > 0, long_tp, short_tp)
     if p.variant != "continuation":  # a cascade trade is a short time-boxed hold, its target an exit
@@ -203,7 +220,7 @@ def signals(frame: pd.DataFrame, p: Params, liq: pd.DataFrame | None = None) -> 
         entry[short_reward] = 0.0
     if p.variant == "magnet":
         cap = np.where(entry > 0, cap_long, cap_short)
-    return hold_positions(
+    return hold_intent(
         frame,
         entry,
         stop=stop,
@@ -229,6 +246,21 @@ def suggest(trial: optuna.Trial) -> Params:
     )
 
 
-def warmup(p: Params) -> int:
-    """Bars (1h) before the first valid signal: the liquidation map's warm-up (two map windows)."""
-    return int(math.ceil(warmup_days() * 24.0))
+def warmup(p: Params) -> pd.Timedelta:
+    """History before the first valid signal: the features' warm-up plus one hold."""
+    return _feature_warmup(p) + pd.Timedelta(hours=_hold_hours(p))
+
+
+_features = features  # ``signals`` takes a ``features`` argument that shadows the hook
+
+SPEC = StrategySpec(
+    name="liq_asymmetry",
+    Params=Params,
+    signals=signals,
+    suggest=suggest,
+    warmup=warmup,
+    features=features,
+    feature_params=("liqmap",),
+    description="Liquidation-map asymmetry: trade toward the heavier side of the map (magnet), with a "
+                "liquidation cascade (continuation), or after a long/short flush (exhaustion).",
+)

@@ -17,7 +17,11 @@ tolerance clustering, strength score, top 3 zones above and below the close). At
 
 Take-profit: the near edge of the next zone on the trade's side (nearest resistance ``lo`` for a
 long) when it exists, else ``rr`` times the risk; an entry whose reward is below ``min_rr`` times the
-risk is skipped. Exit at stop, take-profit, after ``max_hold_hours``, or on an opposite entry (flip).
+risk is skipped. The stop and take-profit are levels stated with the entry, executed by the core; the
+intent ends after ``max_hold_hours`` or on an opposite entry (flip).
+
+The ``features`` hook holds the liquidation features (when ``use_liq``) and the level features; they
+depend on ``liqmap``, ``pivot_n``, ``window``, ``break_atr`` and ``use_liq`` only.
 
 Fixed (not tuned by :func:`suggest`): ``window = 500`` bars and the other :class:`LevelParams`
 defaults, ``wick_frac = 0.5``, ``break_atr = 0.25``, ``vol_mult = 1.5``, ``retest_bars = 12``,
@@ -34,14 +38,16 @@ import pandas as pd
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
 
-from strategies.features.indicators import bars_for, hold_positions, infer_timeframe
+from strategies.base import StrategySpec, bar_lookback, flat
+from strategies.features.indicators import bars_for, hold_intent, infer_timeframe
 from strategies.features.levels import LevelParams, level_features, liq_cluster_prices
+from strategies.features.liquidation_map import LiqMapParams, warmup_days
 from strategies.liq_asymmetry import liq_features
 
 if TYPE_CHECKING:  # optuna is needed only by the search space
     import optuna
 
-__all__ = ["Params", "signals", "suggest", "warmup"]
+__all__ = ["SPEC", "Params", "features", "signals", "suggest", "warmup"]
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -62,6 +68,7 @@ class Params:
     max_hold_hours: float = 48.0
     liq_skip_atr: float = 0.5
     use_liq: bool = True
+    liqmap: LiqMapParams = LiqMapParams()  # the estimator (config [liqmap]), when use_liq
 
 
 @nb.njit(cache=True)
@@ -198,21 +205,36 @@ def _zone_array(lf: pd.DataFrame, side: str) -> np.ndarray:
     return out
 
 
-def signals(frame: pd.DataFrame, p: Params, liq: pd.DataFrame | None = None) -> pd.DataFrame:
+def level_params(p: Params) -> LevelParams:
+    """The level-feature parameters of ``p`` (pivot length, window, break threshold)."""
+    return LevelParams(pivot_left=p.pivot_n, pivot_right=p.pivot_n, window=p.window, break_atr=p.break_atr)
+
+
+def features(frame: pd.DataFrame, p: Params, liq: pd.DataFrame | None = None) -> dict[str, pd.DataFrame | None]:
+    """``{"liq": liquidation features or None, "levels": level features}`` (module docstring).
+
+    ``liq``: liquidation features already computed for this frame with ``p.liqmap`` (shared with
+    other strategies); computed here when omitted and ``use_liq``.
+    """
+    if not p.use_liq:
+        liq = None
+    elif liq is None:
+        liq = liq_features(frame, p.liqmap)
+    return {"liq": liq, "levels": level_features(frame, level_params(p), liq)}
+
+
+def signals(frame: pd.DataFrame, p: Params, features: dict | None = None) -> pd.DataFrame:
     """``target, stop, take_profit`` on ``frame.index`` (module docstring).
 
-    ``liq``: precomputed liquidation features on the same index (computed here when ``use_liq`` and
-    the frame has open interest; without them the stop-hunt filter and the zone bonus are off).
+    ``features``: this frame's :func:`features` (computed here when omitted).
     """
     n = len(frame)
     if n < 6:
-        return pd.DataFrame({"target": np.zeros(n), "stop": np.nan, "take_profit": np.nan}, index=frame.index)
+        return flat(frame)
     tf = infer_timeframe(frame.index)
-    if liq is None and p.use_liq:
-        liq = liq_features(frame)
-    lp = LevelParams(pivot_left=p.pivot_n, pivot_right=p.pivot_n, window=p.window, break_atr=p.break_atr)
-    lf = level_features(frame, lp, liq if p.use_liq else None)
-    liq_up, liq_dn = liq_cluster_prices(frame, liq if p.use_liq else None)
+    fe = features if features is not None else _features(frame, p)
+    liq, lf = fe["liq"], fe["levels"]
+    liq_up, liq_dn = liq_cluster_prices(frame, liq)
     vol = frame["volume"].astype(np.float64)
     vol_avg = vol.shift(1).rolling(20, min_periods=20).mean().to_numpy()
     side, stop, tp = _entries(
@@ -240,8 +262,8 @@ def signals(frame: pd.DataFrame, p: Params, liq: pd.DataFrame | None = None) -> 
         float(p.min_rr),
         float(p.liq_skip_atr),
     )
-    side[: warmup(p)] = 0.0  # the first pivot window is incomplete
-    return hold_positions(frame, side, stop=stop, take_profit=tp, max_hold=bars_for(p.max_hold_hours, tf))
+    side[: p.window + p.pivot_n + 1] = 0.0  # the first pivot window is incomplete
+    return hold_intent(frame, side, stop=stop, take_profit=tp, max_hold=bars_for(p.max_hold_hours, tf))
 
 
 def suggest(trial: optuna.Trial) -> Params:
@@ -256,6 +278,27 @@ def suggest(trial: optuna.Trial) -> Params:
     )
 
 
-def warmup(p: Params) -> int:
-    """Bars before the first valid signal: a full pivot window plus the pivot confirmation delay."""
-    return p.window + p.pivot_n + 1
+def warmup(p: Params) -> pd.Timedelta:
+    """History before the first valid signal: a full pivot window plus the confirmation delay and the
+    ATR's settling (bar-counted), the volume profile's window, the liquidation map's warm-up when
+    ``use_liq``, plus one hold."""
+    levels = bar_lookback(p.window + p.pivot_n + 1 + 3 * LevelParams().atr_n)
+    need = max(levels, pd.Timedelta(hours=LevelParams().vp_hours))
+    if p.use_liq:
+        need = max(need, pd.Timedelta(days=warmup_days(p.liqmap)))
+    return need + pd.Timedelta(hours=p.max_hold_hours)
+
+
+_features = features  # ``signals`` takes a ``features`` argument that shadows the hook
+
+SPEC = StrategySpec(
+    name="sr_levels",
+    Params=Params,
+    signals=signals,
+    suggest=suggest,
+    warmup=warmup,
+    features=features,
+    feature_params=("liqmap", "pivot_n", "window", "break_atr", "use_liq"),
+    description="Support/resistance: bounce off scored zones, or trade the breakout and its retest; "
+                "stops that a liquidation cluster would hunt are skipped.",
+)

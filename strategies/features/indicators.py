@@ -10,8 +10,8 @@ Contents
 * time helpers: :func:`infer_timeframe`, :func:`bars_for`
 * classic indicators: :func:`atr` (Wilder, TA-Lib), :func:`ema` (TA-Lib), :func:`daily_atr_pct`
 * rolling statistics: :func:`rolling_zscore`, :func:`rolling_percentile`, :func:`past_quantile`
-* :func:`hold_positions`: the position-holding state machine every strategy uses to turn entry
-  events into a held ``target`` with its protective ``stop`` and ``take_profit``.
+* :func:`hold_intent`: turns entry events into a held ``target`` with its ``stop`` and ``take_profit``
+  levels (the strategy's intent; stops and take-profits are executed by the core, not here).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = [
     "bars_for",
     "daily_atr_pct",
     "ema",
-    "hold_positions",
+    "hold_intent",
     "infer_timeframe",
     "past_quantile",
     "rolling_percentile",
@@ -227,14 +227,13 @@ def past_quantile(x: pd.Series, window: int, q: float, min_periods: int | None =
 
 
 # --------------------------------------------------------------------------------------------------
-# position holding
+# holding an intent
 # --------------------------------------------------------------------------------------------------
 
 
 @nb.njit(cache=True)
-def _hold_kernel(
-    entry, size, stop_px, tp_px, exit_long, exit_short, prog_long, prog_short, prog_cap,
-    max_hold, cooldown, high, low, close,
+def _intent_kernel(
+    entry, size, stop_px, tp_px, exit_long, exit_short, prog_long, prog_short, prog_cap, max_hold, close,
 ):  # pragma: no cover - numba
     n = entry.shape[0]
     target = np.zeros(n)
@@ -245,64 +244,41 @@ def _hold_kernel(
     cur_stop = np.nan
     cur_tp = np.nan
     t_entry = -1
-    last_exit = -(10**9)
     acc = 0.0
     cap = np.inf
     for t in range(n):
-        flip = False
-        if pos != 0:
+        side = entry[t]
+        c = close[t]
+        s = stop_px[t]
+        valid = side != 0 and not np.isnan(c) and size[t] > 0
+        if valid and not np.isnan(s):
+            valid = (side > 0 and s < c) or (side < 0 and s > c)
+        if valid:  # a new entry event replaces whatever was held (same side: re-armed; opposite: flip)
+            pos = side
+            mag = min(size[t], 1.0)
+            cur_stop = s
+            cur_tp = tp_px[t]
+            if not np.isnan(cur_tp) and ((side > 0 and cur_tp <= c) or (side < 0 and cur_tp >= c)):
+                cur_tp = np.nan
+            t_entry = t
+            acc = 0.0
+            cap = prog_cap[t] if not np.isnan(prog_cap[t]) else np.inf
+        elif pos != 0:
             done = False
-            hit = False
             if pos > 0:
-                if not np.isnan(cur_stop) and low[t] <= cur_stop:
-                    hit = True
-                elif not np.isnan(cur_tp) and high[t] >= cur_tp:
-                    hit = True
-                if not hit:
-                    if not np.isnan(prog_long[t]):
-                        acc += prog_long[t]
-                    if exit_long[t]:
-                        done = True
+                if not np.isnan(prog_long[t]):
+                    acc += prog_long[t]
+                done = exit_long[t]
             else:
-                if not np.isnan(cur_stop) and high[t] >= cur_stop:
-                    hit = True
-                elif not np.isnan(cur_tp) and low[t] <= cur_tp:
-                    hit = True
-                if not hit:
-                    if not np.isnan(prog_short[t]):
-                        acc += prog_short[t]
-                    if exit_short[t]:
-                        done = True
-            if not hit:
-                if acc >= cap:
-                    done = True
-                if max_hold > 0 and t - t_entry >= max_hold:
-                    done = True
-                if entry[t] == -pos:
-                    done = True
-                    flip = True
-            if hit or done:
+                if not np.isnan(prog_short[t]):
+                    acc += prog_short[t]
+                done = exit_short[t]
+            if acc >= cap or (max_hold > 0 and t - t_entry >= max_hold):
+                done = True
+            if done:
                 pos = 0
-                last_exit = t
                 cur_stop = np.nan
                 cur_tp = np.nan
-        if pos == 0 and entry[t] != 0 and (flip or t - last_exit > cooldown):
-            side = entry[t]
-            c = close[t]
-            s = stop_px[t]
-            ok = not np.isnan(c) and size[t] > 0
-            if ok and not np.isnan(s):
-                ok = (side > 0 and s < c) or (side < 0 and s > c)
-            if ok:
-                pos = side
-                mag = min(size[t], 1.0)
-                cur_stop = s
-                cur_tp = tp_px[t]
-                if not np.isnan(cur_tp) and ((side > 0 and cur_tp <= c) or (side < 0 and cur_tp >= c)):
-                    cur_tp = np.nan
-                t_entry = t
-                acc = 0.0
-                cap = prog_cap[t] if not np.isnan(prog_cap[t]) else np.inf
         if pos != 0:
             target[t] = pos * mag
             stop[t] = cur_stop
@@ -310,7 +286,7 @@ def _hold_kernel(
     return target, stop, tp
 
 
-def hold_positions(
+def hold_intent(
     frame: pd.DataFrame,
     entry: pd.Series | np.ndarray,
     *,
@@ -320,30 +296,30 @@ def hold_positions(
     exit_long: pd.Series | np.ndarray | None = None,
     exit_short: pd.Series | np.ndarray | None = None,
     max_hold: int = 0,
-    cooldown: int = 0,
     progress_long: pd.Series | np.ndarray | None = None,
     progress_short: pd.Series | np.ndarray | None = None,
     progress_cap: pd.Series | np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Turn entry events into a held position: the ``target, stop, take_profit`` frame of a strategy.
+    """Turn entry events into a held intent: the ``target, stop, take_profit`` frame of a strategy.
 
-    Decisions are at bar close; the engine fills at the next open (docs/architecture.md). At each bar
-    ``t``, in this order:
+    This is the strategy's intent, not a simulated position: it never checks its own stop or
+    take-profit against prices (the core executes those, docs/architecture.md "Execution semantics").
+    At each bar ``t``:
 
-    1. In a position entered at ``t_e < t``: a long is stopped if ``low_t <= stop`` and takes profit if
-       ``high_t >= take_profit`` (shorts mirror this; the stop is checked first, as the engines do). It is
-       also closed when its exit flag (``exit_long``/``exit_short``) is set at ``t``, when the progress
-       accumulated since entry (``progress_long`` for a long, ``progress_short`` for a short, summed over
-       ``t_e < t' <= t``) reaches the ``progress_cap`` captured at entry, after ``max_hold`` bars
-       (0 = no limit), or when an opposite entry fires (then it flips at once).
-    2. Flat: an entry ``entry_t`` (+1 long, −1 short, 0 none) opens a position of magnitude ``size_t``
-       (clipped to 1) if ``cooldown`` bars have passed since the last exit (re-entry needs at least the
-       next bar), and its stop is on the correct side of the close (NaN stop = no stop). Stop and
-       take-profit prices are frozen at entry; a take-profit on the wrong side becomes NaN.
+    1. An entry event ``entry_t`` (+1 long, −1 short) whose stop is on the protective side of the
+       close (NaN stop = none) starts a new intent of magnitude ``size_t`` (clipped to 1): the side,
+       the stop and take-profit prices (frozen; a take-profit on the wrong side becomes NaN) and the
+       ``progress_cap`` are captured. It replaces whatever was held: a same-side event re-arms the
+       hold, an opposite one flips.
+    2. Otherwise a held intent ends when its exit flag (``exit_long``/``exit_short``) is set at ``t``,
+       when the progress accumulated since the entry (``progress_long``/``progress_short`` summed
+       over ``t_e < t' <= t``) reaches the captured cap, or ``max_hold`` bars after the entry
+       (0 = no limit).
 
-    While in a position, ``target`` keeps its value and ``stop``/``take_profit`` carry the frozen prices;
-    flat rows are ``target = 0`` with NaN prices. The state machine is sequential and causal, so it is
-    prefix-stable.
+    Held rows carry the intent's target and frozen prices; flat rows are ``target = 0`` with NaN
+    prices. Because every event resets the state, the row at ``t`` depends only on the events of the
+    last ``max_hold`` bars: a warm-up that covers the features plus ``max_hold`` gives the same
+    signals as any longer one.
     """
     n = len(frame)
 
@@ -363,7 +339,7 @@ def hold_positions(
         return a
 
     e = np.nan_to_num(np.asarray(entry, dtype=np.float64), nan=0.0)
-    target, stp, tp = _hold_kernel(
+    target, stp, tp = _intent_kernel(
         np.sign(e).astype(np.int64),
         arr(size, 1.0),
         arr(stop, np.nan),
@@ -374,9 +350,6 @@ def hold_positions(
         arr(progress_short, 0.0),
         arr(progress_cap, np.nan),
         int(max_hold),
-        int(cooldown),
-        frame["high"].to_numpy(np.float64),
-        frame["low"].to_numpy(np.float64),
         frame["close"].to_numpy(np.float64),
     )
     return pd.DataFrame({"target": target, "stop": stp, "take_profit": tp}, index=frame.index)

@@ -10,13 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from backtests.runner import atomic_dir, run_id
 from bot.cli import main
-from bot.commands.backtest import SUMMARY_KEYS, atomic_dir, parse_param_flags, run_id
+from bot.commands.backtest import SUMMARY_KEYS, parse_param_flags
 from bot.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--from", "2025-06-01", "--to", "2025-06-15"]  # two weeks of 1h bars
-RUN_FILES = ("stats.json", "trades.csv", "equity.csv", "params.json", "report.html")
+RUN_FILES = ("stats.json", "trades.csv", "equity.csv", "equity.parquet", "params.json", "report.html")
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_fast_run_writes_a_complete_run_folder(config: Path, tmp_path: Path,
 
 def test_param_override_lands_in_params_json_and_run_id(config: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from bot.commands.backtest import params_dict
+    from backtests.runner import params_dict
     from strategies import DEFAULT_STRATEGY, make_params
 
     def valid(key: str, value: int) -> bool:
@@ -140,7 +141,7 @@ def test_user_errors_exit_2_with_one_line(config: Path, tmp_path: Path, capsys: 
 
 
 def test_bad_param_value_names_the_field(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bot.commands.backtest import params_dict
+    from backtests.runner import params_dict
     from strategies import DEFAULT_STRATEGY, make_params
 
     key = next(k for k, v in params_dict(make_params(DEFAULT_STRATEGY, {})).items()
@@ -202,3 +203,118 @@ def test_atomic_dir_renames_on_success_and_cleans_on_error(tmp_path: Path) -> No
         (tmp / "f.txt").write_text("x")
         raise ValueError
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
+
+
+# -- User strategies, config checked at load, warnings ------------------------------------------
+
+EXAMPLE = REPO / "examples" / "ema_cross.py"
+
+
+def test_user_strategy_file_runs_from_another_directory(tmp_path: Path) -> None:
+    """A strategy file outside the package, given by a relative path, from a directory with no config."""
+    work = tmp_path / "elsewhere"
+    (work / "mine").mkdir(parents=True)
+    (work / "mine" / "cross.py").write_text(EXAMPLE.read_text())
+    proc = subprocess.run([sys.executable, "-m", "bot", "backtest", "--strategy", "mine/cross.py", "--param",
+                           "fast=10", "--engine", "fast", *SHORT, "--no-report", "--json", "--data-dir",
+                           str(REPO / "backtests" / "sample_data"), "--output-dir", "out"],
+                          cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["strategy"] == "ema_cross" and summary["n_trades"] > 0
+    params = json.loads((Path(work / summary["run_dir"]) / "params.json").read_text())
+    assert params["params"] == {"fast": 10, "slow": 50, "stop_atr": 0.0}
+    assert params["strategy_ref"] == "mine/cross.py"
+
+
+@pytest.mark.parametrize(("source", "problem"), [
+    ("def signals(:\n", "syntax error"),
+    ("import not_a_module_xyz\n", "ModuleNotFoundError"),
+    ("X = 1\n", "missing Params, signals, warmup"),
+])
+def test_broken_user_file_exits_2_naming_file_and_problem(config: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str], source: str,
+                                                          problem: str) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text(source)
+    code, _, err = cli(capsys, "--config", str(config), "--strategy", str(path), *SHORT)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and str(path) in lines[0] and problem in lines[0], err
+    assert entries(tmp_path / "results") == []
+
+
+def test_config_strategy_paths_relative_to_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "strats").mkdir()
+    (tmp_path / "strats" / "ema.py").write_text(EXAMPLE.read_text())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[data]\ndir = "{(tmp_path / "data").as_posix()}"\n'
+                      f'[backtest]\nresults_dir = "{(tmp_path / "results").as_posix()}"\nstrategy = "ema_cross"\n'
+                      '[strategies]\npaths = ["strats/ema.py"]\n[strategies.ema_cross]\nslow = 40\n')
+    code, out, err = cli(capsys, "--config", str(config), "--engine", "fast", *SHORT, "--no-report", "--json")
+    assert code == 0, err
+    run_dir = Path(json.loads(out.strip().splitlines()[-1])["run_dir"])
+    assert json.loads((run_dir / "params.json").read_text())["params"]["slow"] == 40
+
+
+@pytest.mark.parametrize(("table", "expect"), [
+    ("[liqmap]\nhalf_life_dayz = 3\n", "unknown key 'liqmap.half_life_dayz' (did you mean 'liqmap.half_life_days'?)"),
+    ("[liqmap]\nwindow_days = -1\n", "liqmap.window_days"),
+    ("[strategies.sr_levels]\npivot = 3\n", "unknown key 'strategies.sr_levels.pivot' (did you mean 'pivot_n'?)"),
+    ("[strategies.sr_levels]\nrule = 'sometimes'\n", "strategies.sr_levels.rule"),
+    ("[strategies.sr_level]\npivot_n = 3\n", "[strategies.sr_level]: unknown strategy (did you mean 'sr_levels'?)"),
+])
+def test_config_sections_checked_at_load(tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str,
+                                         expect: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in [liqmap] or [strategies.X] stops the command before any data is read."""
+    import bot.data
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data was loaded before the config was checked")
+
+    monkeypatch.setattr(bot.data, "load_frame", no_work)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[backtest]\nresults_dir = "{(tmp_path / "results").as_posix()}"\n' + table)
+    code, _, err = cli(capsys, "--config", str(config), *SHORT)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and expect in lines[0], err
+
+
+def test_liqmap_section_reaches_the_strategy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[data]\ndir = "{(tmp_path / "data").as_posix()}"\n'
+                      f'[backtest]\nresults_dir = "{(tmp_path / "results").as_posix()}"\n'
+                      '[liqmap]\nhalf_life_days = 7.0\n')
+    code, out, err = cli(capsys, "--config", str(config), "--engine", "fast", *SHORT, "--no-report", "--json")
+    assert code == 0, err
+    params = json.loads((Path(json.loads(out.strip().splitlines()[-1])["run_dir"]) / "params.json").read_text())
+    assert params["params"]["liqmap"]["half_life_days"] == 7.0
+
+
+def test_degenerate_runs_warn_on_terminal_and_in_stats(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # funding never reached the crowded level in the sample: the reset rule makes no trade; 2025-01-20 leaves
+    # 20 days of history for a ~60 day warm-up; Hyperliquid open interest starts on 2025-03-08
+    code, out, err = cli(capsys, "--config", str(config), "--engine", "fast", "--strategy", "funding_reversal",
+                         "--param", "rule=reset", "--from", "2025-01-20", "--to", "2025-02-20", "--no-report",
+                         "--json")
+    assert code == 0, err
+    stats = json.loads((Path(json.loads(out.strip().splitlines()[-1])["run_dir"]) / "stats.json").read_text())
+    warnings = stats["warnings"]
+    assert any(w.startswith("0 trades") for w in warnings)
+    assert any(w.startswith("only 20.0 days of data before 2025-01-20") for w in warnings)
+    assert any(w.startswith("no open interest") for w in warnings)
+    assert not any(w.startswith("no funding") for w in warnings)
+    for w in warnings:
+        assert f"warning: {w[:40]}" in " ".join(err.split())
+
+
+def test_brackets_recorded_and_missing_ones_warned(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from backtests.runner import brackets_used
+
+    code, out, err = cli(capsys, "--config", str(config), "--engine", "fast", "--symbol", "ETH/USDT:USDT", *SHORT,
+                         "--no-report", "--json")
+    assert code == 0, err
+    params = json.loads((Path(json.loads(out.strip().splitlines()[-1])["run_dir"]) / "params.json").read_text())
+    assert params["brackets"]["symbol"] == "ETHUSDT" and params["brackets"]["requested"] == "ETHUSDT"
+    info, warning = brackets_used("DOGE/USDT:USDT")
+    assert info["requested"] == "DOGEUSDT" and info["symbol"] == "BTCUSDT"
+    assert warning is not None and "no leverage brackets stored for DOGEUSDT" in warning

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 import strategies
 from backtests.sample import load_sample_frame
 from strategies import DEFAULT_STRATEGY, STRATEGIES, get_strategy, make_params
-from strategies.features.indicators import hold_positions
+from strategies.base import StrategySpec, feature_key
+from strategies.features.indicators import hold_intent
 
 CUTS = (1500, 2600, 4000, 5500, 7300, 9978)
 NAMES = sorted(STRATEGIES)
@@ -41,12 +42,13 @@ def entries(target: pd.Series) -> int:
 
 
 def test_registry():
-    assert set(STRATEGIES) == {"liq_asymmetry", "funding_reversal", "sr_levels", "confluence"}
     assert DEFAULT_STRATEGY in STRATEGIES
-    for name, module in STRATEGIES.items():
-        assert get_strategy(name) is module
+    for name, spec in STRATEGIES.items():
+        assert isinstance(spec, StrategySpec) and spec.name == name
+        assert get_strategy(name) is spec
         for attr in ("Params", "signals", "suggest", "warmup"):
-            assert callable(getattr(module, attr)), (name, attr)
+            assert callable(getattr(spec, attr)), (name, attr)
+        assert spec.description, name
     with pytest.raises(KeyError, match="did you mean 'sr_levels'"):
         get_strategy("sr_level")
     with pytest.raises(KeyError, match="choose one of"):
@@ -99,7 +101,8 @@ def test_suggest_fixed_trial_and_study(name):
     assert len(study.trials[0].params) <= 6
     fixed = module.suggest(optuna.trial.FixedTrial(study.trials[0].params))
     assert fixed == seen[0]
-    assert isinstance(module.warmup(fixed), int) and module.warmup(fixed) > 0
+    w = module.warmup(fixed)
+    assert isinstance(w, pd.Timedelta) and w > pd.Timedelta(0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,7 +119,7 @@ def test_signal_frame_contract(name, btc):
     assert sig.index.equals(btc.index)
     t = sig["target"]
     assert t.notna().all() and t.between(-1.0, 1.0).all()
-    assert (t.iloc[: module.warmup(p)] == 0).all()
+    assert (t[btc.index < btc.index[0] + pd.Timedelta(days=7)] == 0).all()  # no feature is ready yet
     held = t != 0
     assert sig["stop"][~held].isna().all() and sig["take_profit"][~held].isna().all()
     close = btc["close"]
@@ -181,33 +184,69 @@ def test_short_and_bare_frames(name, btc):
     assert sig["target"].between(-1, 1).all() and sig.index.equals(bare.index)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_features_hook_is_exact_and_keyed(name, btc):
+    """signals with the hook's features equal signals without; the features depend on feature_params only."""
+    spec = STRATEGIES[name]
+    p = spec.Params()
+    part = btc.iloc[:4000]
+    fe = spec.compute_features(part, p)
+    pd.testing.assert_frame_equal(spec.run(part, p, fe), spec.run(part, p))
+    # a trial that changes only non-feature parameters reuses the same features exactly
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for _ in range(3):
+        q = spec.suggest(study.ask())
+        if feature_key(spec, q) == feature_key(spec, p):
+            pd.testing.assert_frame_equal(spec.run(part, q, fe), spec.run(part, q))
+
+
+def test_target_outside_unit_range_is_an_error(btc):
+    def loud(frame, p, features=None):
+        out = STRATEGIES["funding_reversal"].signals(frame, p)
+        out["target"] *= 2.0
+        return out
+
+    spec = StrategySpec(name="loud", Params=STRATEGIES["funding_reversal"].Params, signals=loud)
+    with pytest.raises(ValueError, match=r"loud.*not in \[-1, 1\]"):
+        spec.run(btc, spec.Params())
+
+
 # --------------------------------------------------------------------------------------------------
-# the holding state machine
+# holding an intent
 # --------------------------------------------------------------------------------------------------
 
 
-def test_hold_positions_stop_take_profit_time_and_flip():
+def test_hold_intent_never_simulates_stops_and_rearms():
     idx = pd.date_range("2025-01-01", periods=12, freq="1h", tz="UTC", name="time")
     close = np.array([100, 101, 102, 103, 99, 100, 100, 100, 100, 100, 100, 100], dtype=float)
     frame = pd.DataFrame({"open": close, "high": close + 0.5, "low": close - 0.5, "close": close}, index=idx)
     entry = np.zeros(12)
-    entry[0] = 1  # long, stop 99.2: hit on bar 4 (low 98.5)
-    entry[4] = 1  # the stop bar itself: no re-entry on that bar
-    entry[5] = -1  # short, take-profit 99.6: hit on bar 6 (low 99.5)
+    entry[0] = 1  # long, stop 99.2: bar 4 trades through it, the intent does not care (the core stops)
+    entry[5] = -1  # flip to short; its take-profit 99.6 is touched on bar 6: the intent is kept
     entry[8] = 1  # long until the end
     stop = np.array([99.2, 0, 0, 0, 98, 101, 0, 0, 95, 0, 0, 0], dtype=float)
     tp = np.array([110, 0, 0, 0, 110, 99.6, 0, 0, 110, 0, 0, 0], dtype=float)
-    out = hold_positions(frame, entry, stop=stop, take_profit=tp)
-    assert out["target"].tolist() == [1, 1, 1, 1, 0, -1, 0, 0, 1, 1, 1, 1]
-    assert out["stop"].tolist()[:4] == [99.2] * 4 and out["take_profit"].iloc[5] == 99.6
-    assert np.isnan(out["stop"].iloc[4])
-    # max_hold = 2 bars: bar 0's long ends on bar 2; bar 4's long flips to short on bar 5
-    out = hold_positions(frame, entry, stop=stop, take_profit=tp, max_hold=2)
-    assert out["target"].tolist() == [1, 1, 0, 0, 1, -1, 0, 0, 1, 1, 0, 0]
-    # a cooldown of 3 bars after the stop on bar 4 blocks bar 5's short
-    out = hold_positions(frame, entry, stop=stop, take_profit=tp, cooldown=3)
-    assert out["target"].tolist()[4:9] == [0, 0, 0, 0, 1]
+    out = hold_intent(frame, entry, stop=stop, take_profit=tp)
+    assert out["target"].tolist() == [1, 1, 1, 1, 1, -1, -1, -1, 1, 1, 1, 1]
+    assert out["stop"].tolist()[:5] == [99.2] * 5 and out["take_profit"].iloc[6] == 99.6
+    # max_hold = 2 bars: bar 0's long ends on bar 2; bar 5's short ends on bar 7
+    out = hold_intent(frame, entry, stop=stop, take_profit=tp, max_hold=2)
+    assert out["target"].tolist() == [1, 1, 0, 0, 0, -1, -1, 0, 1, 1, 0, 0]
+    assert np.isnan(out["stop"].iloc[3]) and np.isnan(out["take_profit"].iloc[3])
+    # a same-side entry re-arms the hold and takes its own levels; a stop on the wrong side is no entry
+    rearm = np.zeros(12)
+    rearm[0], rearm[2], rearm[9] = 1, 1, -1
+    levels = np.full(12, 90.0)
+    levels[2], levels[9] = 95.0, 90.0  # bar 9: a short's stop below the close is not an entry
+    out = hold_intent(frame, rearm, stop=levels, max_hold=3)
+    assert out["target"].tolist() == [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert out["stop"].tolist()[:5] == [90.0, 90.0, 95.0, 95.0, 95.0]
+    # exit flags end an intent; sizes are clipped to 1
     flip = np.zeros(12)
     flip[1], flip[3] = 1, -1
-    out = hold_positions(frame, flip, size=0.5)
-    assert out["target"].tolist()[:5] == [0, 0.5, 0.5, -0.5, -0.5]
+    exit_short = np.zeros(12, dtype=bool)
+    exit_short[6] = True
+    out = hold_intent(frame, flip, size=0.5, exit_short=exit_short)
+    assert out["target"].tolist()[:8] == [0, 0.5, 0.5, -0.5, -0.5, -0.5, 0, 0]
+    assert hold_intent(frame, flip, size=3.0)["target"].max() == 1.0

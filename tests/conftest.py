@@ -1,0 +1,54 @@
+"""Shared frame builders: the bundled sample's frames (loaded once per session) and hand-built bars.
+
+Fixtures rather than importable helpers, because the suite runs with ``--import-mode=importlib``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@cache
+def _sample(symbol: str, timeframe: str) -> pd.DataFrame:
+    from backtests.sample import load_sample_frame
+
+    return load_sample_frame(symbol, timeframe)
+
+
+@pytest.fixture(scope="session")
+def sample_frame() -> Callable[[str, str], pd.DataFrame]:
+    """``sample_frame(symbol, timeframe)``: a bundled frame (frame contract), loaded once; copy before mutating."""
+    return _sample
+
+
+@pytest.fixture(scope="session")
+def btc_1h() -> pd.DataFrame:
+    """The bundled BTC/USDT:USDT 1h frame (candles, mark, funding, open interest, liquidations)."""
+    return _sample("BTC/USDT:USDT", "1h")
+
+
+@pytest.fixture(scope="session")
+def btc_5m() -> pd.DataFrame:
+    """The bundled BTC/USDT:USDT 5m frame (about a year)."""
+    return _sample("BTC/USDT:USDT", "5m")
+
+
+def _bars(close: np.ndarray | list[float], freq: str = "1h", spread: float = 0.2,
+          start: str = "2025-01-01") -> pd.DataFrame:
+    close = np.asarray(close, dtype=np.float64)
+    idx = pd.date_range(start, periods=len(close), freq=freq, tz="UTC", name="time")
+    open_ = np.r_[close[0], close[:-1]]
+    return pd.DataFrame({"open": open_, "high": np.maximum(open_, close) + spread,
+                         "low": np.minimum(open_, close) - spread, "close": close,
+                         "volume": np.full(len(close), 5.0)}, index=idx)
+
+
+@pytest.fixture(scope="session")
+def make_bars() -> Callable[..., pd.DataFrame]:
+    """``make_bars(close, freq="1h", spread=0.2)``: bars opening at the previous close, high/low ± spread."""
+    return _bars
