@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.config import RiskConfig
+from bot.config import MarketCosts, RiskConfig
 from bot.risk.brackets import Brackets, bracket_index, brackets_for
 from bot.risk.execution import (
     EXIT_LIQUIDATION,
@@ -27,7 +27,7 @@ from bot.risk.execution import (
     take_profit_fill,
 )
 from bot.risk.liquidation import bankruptcy_price, isolated_margin, liquidation_price
-from bot.risk.params import P_SLIPPAGE, P_TAKER_FEE, pack_params
+from bot.risk.params import risk_params
 
 EXITS = {EXIT_NONE: None, EXIT_STOP: "stop", EXIT_TAKE_PROFIT: "take_profit", EXIT_LIQUIDATION: "liquidation"}
 
@@ -42,8 +42,8 @@ class Costs:
     @classmethod
     def from_config(cls, taker_fee: float, slippage_bps: float) -> Costs:
         """The same conversion the backtest engines use (``bot.risk.params.pack_params``)."""
-        p = pack_params(RiskConfig(), taker_fee=taker_fee, slippage_bps=slippage_bps)
-        return cls(float(p[P_TAKER_FEE]), float(p[P_SLIPPAGE]))
+        p = risk_params(RiskConfig(), MarketCosts(taker_fee=taker_fee, slippage_bps=slippage_bps))
+        return cls(float(p.taker_fee), float(p.slippage))
 
 
 def brackets(symbol: str) -> Brackets:
@@ -53,13 +53,12 @@ def brackets(symbol: str) -> Brackets:
 
 def market_price(side: int, price: float, high: float, low: float, costs: Costs) -> float:
     """Fill of a market order of ``side`` (+1 buy) at ``price``, slipped and bounded by the bar."""
-    return float(market_fill(int(side), float(price), float(high), float(low), costs.slippage))
+    return float(market_fill(int(side), float(price), costs.slippage))
 
 
 def take_profit_price(position_side: int, tp: float, open_: float, high: float, low: float, costs: Costs) -> float:
     """Fill of the take profit closing a position of ``position_side`` (gap: slipped open, never worse)."""
-    return float(take_profit_fill(int(position_side), float(tp), float(open_), float(high), float(low),
-                                  costs.slippage))
+    return float(take_profit_fill(int(position_side), float(tp), float(open_), costs.slippage))
 
 
 def intrabar(side: int, bar: tuple[float, float, float], mark: tuple[float, float, float], stop: float,
