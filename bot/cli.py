@@ -30,6 +30,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("liqmap", "bot.commands.liqmap", "liqmap"),
     ("replay-server", "bot.commands.replay", "replay_server"),
     ("strategies", "bot.commands.strategies", "strategies"),
+    ("paper", "bot.commands.paper", "paper"),
+    ("live", "bot.commands.paper", "live"),
+    ("status", "bot.commands.paper", "status"),
+    ("compare", "bot.commands.paper", "compare"),
 )
 
 for _name, _module, _func in COMMANDS:

@@ -185,6 +185,19 @@ class ReplayConfig(_Section):
     read_timeout: float = Field(default=10.0, gt=0)
 
 
+class LiveConfig(_Section):
+    """Paper and live trading (`cascade paper`, `cascade live`, `cascade status`)."""
+
+    runs_dir: Path = Path("runs")
+    settle_seconds: float = Field(default=2.0, ge=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
+    stale_bars: int = Field(default=1, ge=0)
+    error_burst: int = Field(default=5, ge=1)
+    halt_file: str = "HALT"
+    flatten_on_halt: bool = True
+    stop_trigger: Literal["last", "mark"] = "last"
+
+
 class Config(_Section):
     """The whole configuration file."""
 
@@ -195,6 +208,7 @@ class Config(_Section):
     costs: CostsConfig = CostsConfig()
     risk: RiskConfig = RiskConfig()
     replay: ReplayConfig = ReplayConfig()
+    live: LiveConfig = LiveConfig()
     liqmap: LiqMapParams = LiqMapParams()
     """The liquidation-map estimator (``cascade liqmap``, the report, and every strategy that uses it)."""
     strategies: dict[str, Any] = Field(default_factory=dict)

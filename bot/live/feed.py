@@ -1,0 +1,97 @@
+"""The window the runner decides on, fetched through the gateway (ccxt) and joined like the store's frame.
+
+Candles, mark-price candles and funding settlements are fetched from an anchor (the run's first
+traded bar minus the strategy's warm-up, the history a backtest of the same range loads) up to
+*now*, incrementally: each wake asks only for what is newer than the last row held. Only closed
+bars are kept (``open + timeframe <= now``; Binance also serves the forming one). The frame is
+joined with `bot.data.join_funding`, the same join the backtest's store frame uses, so the signals
+of bar ``k`` see exactly what a backtest sees at bar ``k``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from bot.data import join_funding
+from bot.gateway import Gateway
+from bot.timeframes import timeframe_to_timedelta
+
+_PAGE = 1000
+
+
+def _frame(rows: list[list], prefix: str = "") -> pd.DataFrame:
+    cols = ["open", "high", "low", "close", "volume"]
+    df = pd.DataFrame([r[1:6] for r in rows], columns=cols, dtype=float)
+    df.index = pd.to_datetime([int(r[0]) for r in rows], unit="ms", utc=True).rename("time")
+    df = df[~df.index.duplicated(keep="last")].sort_index()
+    if prefix:
+        df = df[["open", "high", "low", "close"]].add_prefix(prefix)
+    return df
+
+
+class Feed:
+    """Closed bars of one symbol/timeframe from ``anchor_ms`` on, topped up at each wake."""
+
+    def __init__(self, gateway: Gateway, symbol: str, timeframe: str, anchor_ms: int, with_mark: bool = True,
+                 with_funding: bool = True) -> None:
+        self.gw = gateway
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.step_ms = int(timeframe_to_timedelta(timeframe).total_seconds() * 1000)
+        self.anchor_ms = int(anchor_ms)
+        self.with_mark = with_mark
+        self.with_funding = with_funding
+        self._rows: dict[str, list[list]] = {"last": [], "mark": []}
+        self._funding: list[dict[str, Any]] = []
+
+    def _top_up(self, kind: str, now_ms: int) -> None:
+        rows = self._rows[kind]
+        params = {"price": "mark"} if kind == "mark" else {}
+        since = rows[-1][0] + self.step_ms if rows else self.anchor_ms
+        for _ in range(10_000):  # bounded: 10k pages
+            if since + self.step_ms > now_ms:
+                break
+            page = self.gw.ohlcv(self.symbol, self.timeframe, since, _PAGE, dict(params))
+            page = [r for r in page if int(r[0]) >= since and int(r[0]) + self.step_ms <= now_ms]
+            if not page:
+                break
+            rows.extend(page)
+            since = int(page[-1][0]) + self.step_ms
+            if len(page) < _PAGE // 2:
+                break
+
+    def _top_up_funding(self, now_ms: int) -> None:
+        ex = self.gw.exchange
+        since = int(self._funding[-1]["timestamp"]) + 1 if self._funding else self.anchor_ms
+        for _ in range(10_000):
+            page = self.gw.call("fetch funding history", ex.fetch_funding_rate_history, self.symbol, since, 1000)
+            page = [f for f in page if f.get("timestamp") is not None and since <= int(f["timestamp"]) <= now_ms]
+            if not page:
+                break
+            self._funding.extend(page)
+            since = int(page[-1]["timestamp"]) + 1
+            if len(page) < 500:
+                break
+
+    def frame(self, now_ms: int) -> pd.DataFrame:
+        """The frame contract of the closed bars up to ``now_ms`` (empty when none)."""
+        self._top_up("last", now_ms)
+        if not self._rows["last"]:
+            return pd.DataFrame(columns=["open", "high", "low", "close", "volume"])
+        frame = _frame(self._rows["last"])
+        if self.with_mark:
+            self._top_up("mark", now_ms)
+            if self._rows["mark"]:
+                mark = _frame(self._rows["mark"], "mark_").reindex(frame.index)
+                frame = frame.join(mark)
+        if self.with_funding:
+            self._top_up_funding(now_ms)
+            if self._funding:
+                f = pd.DataFrame({"funding_rate": [float(x["fundingRate"]) for x in self._funding]},
+                                 index=pd.to_datetime([int(x["timestamp"]) for x in self._funding], unit="ms",
+                                                      utc=True))
+                frame["funding_rate"] = join_funding(frame, f[~f.index.duplicated()], self.timeframe)
+        frame.attrs["symbol"] = self.symbol
+        return frame

@@ -1,0 +1,169 @@
+"""Putting a run together: run folder, logging, exchange, broker, feed, runner (used by the commands).
+
+A run folder (``[live] runs_dir/<run>/``) holds ``state.sqlite`` (the truth), ``events.jsonl`` (one
+JSON object per decision and order event), ``trades.csv`` (the backtest's columns) and ``run.json``
+(what runs: strategy, parameters, symbol, timeframe, broker, range). Starting a run whose folder
+exists resumes it, after checking it is the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as _secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bot.errors import UserError
+from bot.live.brokers import ExchangeBroker, SimBroker
+from bot.live.feed import Feed
+from bot.live.killswitch import KillSwitch
+from bot.live.runner import Runner
+from bot.live.secrets import Redactor
+from bot.live.store import RunStore
+from bot.timeframes import timeframe_to_timedelta
+
+
+class EventLog:
+    """One line per event on the terminal (rich), in ``events.jsonl`` and in the state database."""
+
+    def __init__(self, store: RunStore, redact: Redactor, console: Any | None = None, quiet: bool = False) -> None:
+        self.store = store
+        self.redact = redact
+        self.path = store.folder / "events.jsonl"
+        self.console = console
+        self.quiet = quiet
+
+    def __call__(self, kind: str, message: str, bar_ms: int | None = None, **data: Any) -> None:
+        message = self.redact(message)
+        data = {k: (self.redact(v) if isinstance(v, str) else v) for k, v in data.items()}
+        self.store.event(kind, message, bar_ms, **data)
+        line = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "kind": kind, "message": message,
+                **({"bar": pd.Timestamp(bar_ms, unit="ms", tz="UTC").isoformat()} if bar_ms is not None else {}),
+                **data}
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line, default=str) + "\n")
+        if not self.quiet and self.console is not None:
+            style = {"decision": "cyan", "order": "green", "fill": "green", "trade": "bold",
+                     "error": "red", "stale": "yellow", "missed": "yellow", "halted": "bold red"}.get(kind, "")
+            self.console.print(f"[{style}]{kind:<9}[/{style}] {message}" if style else f"{kind:<9} {message}",
+                               markup=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class Session:
+    """Everything one run needs; close it when done."""
+
+    runner: Runner
+    store: RunStore
+    log: EventLog
+    folder: Path
+    server: Any = None  # in-process replay exchange (lock-step), if any
+    gateway: Any = None
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.store.close()
+
+
+def _ms(ts: pd.Timestamp) -> int:
+    return int(ts.value // 1_000_000)
+
+
+def run_folder(cfg: Any, run: str | None, strategy: str) -> Path:
+    if run:
+        p = Path(run)
+        return p if (p.is_absolute() or p.parent != Path(".")) else Path(cfg.live.runs_dir) / run
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path(cfg.live.runs_dir) / f"paper-{strategy}-{stamp}"
+
+
+def _check_meta(store: RunStore, meta: dict[str, Any], folder: Path) -> None:
+    old = store.get("meta")
+    if old is None:
+        store.put("meta", meta)
+        (folder / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        return
+    for key in ("strategy", "params", "symbol", "timeframe", "broker"):
+        if old.get(key) != meta.get(key):
+            raise UserError(f"run folder {folder} holds a run with another {key} ({old.get(key)!r}, now "
+                            f"{meta.get(key)!r}); use a new --run name or the same settings")
+
+
+def build(cfg: Any, spec: Any, params: Any, *, broker: str, run: str | None, start: pd.Timestamp | None,
+          end: pd.Timestamp | None, exchange_url: str | None = None, lockstep: bool = False,
+          api_key: str | None = None, secret: str | None = None, console: Any = None, quiet: bool = False,
+          now_ms: int | None = None) -> Session:
+    """A ready `Session` (module docstring). ``lockstep`` starts an in-process replay exchange."""
+    from backtests.runner import params_dict
+    from bot.exchange import make_exchange
+    from bot.gateway import Gateway
+
+    data = cfg.data
+    tf_ms = int(timeframe_to_timedelta(data.timeframe).total_seconds() * 1000)
+    folder = run_folder(cfg, run, spec.name)
+    server = None
+    if lockstep:
+        if start is None or end is None:
+            raise UserError("--replay needs --from and --to (the range the in-process replay exchange plays)")
+        from bot.data import stores_for
+        from bot.replay import ReplayServer
+
+        costs = cfg.costs.for_symbol(data.symbol)
+        # an ephemeral test account: its key never leaves this process
+        api_key, secret = _secrets.token_hex(16), _secrets.token_hex(32)
+        folder.mkdir(parents=True, exist_ok=True)
+        account = folder / "replay-account.sqlite"  # the replay account continues when the run resumes
+        server = ReplayServer([s.root for s in stores_for(data.dir, data.use_sample)],
+                              start=None if account.exists() else _ms(start), speed=0,
+                              api_key=api_key, secret=secret, initial_balance=cfg.backtest.initial_cash,
+                              taker_fee=costs.taker_fee, slippage_bps=costs.slippage_bps,
+                              timeframe=data.timeframe, state=str(account)).start()
+        exchange_url = server.url
+    if start is None:
+        start = pd.Timestamp(((now_ms or _ms(pd.Timestamp.now(tz="UTC"))) // tf_ms + 1) * tf_ms, unit="ms", tz="UTC")
+    start_ms = (_ms(start) + tf_ms - 1) // tf_ms * tf_ms
+    end_ms = None if end is None else _ms(end)
+    warmup = spec.warmup(params)
+    anchor_ms = start_ms - int(warmup.total_seconds() * 1000)
+    store = RunStore(folder)
+    log = EventLog(store, Redactor(api_key, secret), console, quiet)
+    meta = {"strategy": spec.name, "params": params_dict(params), "symbol": data.symbol, "timeframe": data.timeframe,
+            "exchange": data.exchange, "broker": broker, "start_ms": start_ms, "end_ms": end_ms,
+            "lockstep": lockstep, "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        _check_meta(store, meta, folder)
+        meta = store.get("meta")
+        ex = make_exchange(data.exchange, url=exchange_url or None, rate_limit=not exchange_url, timeout=10_000,
+                           **({"apiKey": api_key, "secret": secret} if api_key and secret else {}))
+        gw = Gateway(ex, folder.name, backoff=0.2 if exchange_url else 1.0,
+                     on_event=lambda e: log(f"gw.{e.kind}", e.message) if e.kind not in ("order",) else None)
+        if broker == "exchange":
+            if not (api_key and secret):
+                raise UserError("trading through an exchange needs an API key and secret in the environment "
+                                f"variables {cfg.exchange.api_key_env} / {cfg.exchange.secret_env}")
+            lev = float(cfg.risk.max_leverage)
+            # Binance takes an integer leverage ("5.0" is -4028); the gateway passes the float through
+            gw.start([data.symbol], int(lev) if lev.is_integer() else lev)
+            b: Any = ExchangeBroker(gw, data.symbol, store, log, cfg.live.stop_trigger)
+            initial = b.wallet() if store.load_core() is None else 0.0
+        else:
+            gw.call("load_markets", ex.load_markets)
+            b = SimBroker()
+            initial = cfg.backtest.initial_cash
+        feed = Feed(gw, data.symbol, data.timeframe, int(meta.get("anchor_ms", anchor_ms)))
+        if store.get("meta", {}).get("anchor_ms") is None:
+            store.put("meta", {**meta, "anchor_ms": anchor_ms})
+        kill = KillSwitch(folder, cfg.live.halt_file, cfg.live.error_burst)
+        runner = Runner(cfg, spec, params, store, b, feed, start_ms=int(meta["start_ms"]),
+                        end_ms=meta.get("end_ms"), log=log, killswitch=kill, initial_cash=initial)
+    except BaseException:
+        if server is not None:
+            server.close()
+        store.close()
+        raise
+    return Session(runner, store, log, folder, server, gw)
