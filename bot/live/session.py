@@ -97,7 +97,7 @@ def _check_meta(store: RunStore, meta: dict[str, Any], folder: Path) -> None:
 def build(cfg: Any, spec: Any, params: Any, *, broker: str, run: str | None, start: pd.Timestamp | None,
           end: pd.Timestamp | None, exchange_url: str | None = None, lockstep: bool = False,
           api_key: str | None = None, secret: str | None = None, console: Any = None, quiet: bool = False,
-          now_ms: int | None = None) -> Session:
+          replay_options: dict[str, Any] | None = None) -> Session:
     """A ready `Session` (module docstring). ``lockstep`` starts an in-process replay exchange."""
     from backtests.runner import params_dict
     from bot.exchange import make_exchange
@@ -122,24 +122,29 @@ def build(cfg: Any, spec: Any, params: Any, *, broker: str, run: str | None, sta
                               start=None if account.exists() else _ms(start), speed=0,
                               api_key=api_key, secret=secret, initial_balance=cfg.backtest.initial_cash,
                               taker_fee=costs.taker_fee, slippage_bps=costs.slippage_bps,
-                              timeframe=data.timeframe, state=str(account)).start()
+                              timeframe=data.timeframe, state=str(account), **(replay_options or {})).start()
         exchange_url = server.url
-    if start is None:
-        start = pd.Timestamp(((now_ms or _ms(pd.Timestamp.now(tz="UTC"))) // tf_ms + 1) * tf_ms, unit="ms", tz="UTC")
-    start_ms = (_ms(start) + tf_ms - 1) // tf_ms * tf_ms
-    end_ms = None if end is None else _ms(end)
-    warmup = spec.warmup(params)
-    anchor_ms = start_ms - int(warmup.total_seconds() * 1000)
     store = RunStore(folder)
     log = EventLog(store, Redactor(api_key, secret), console, quiet)
+    ex = make_exchange(data.exchange, url=exchange_url or None, rate_limit=not exchange_url, timeout=10_000,
+                       **({"apiKey": api_key, "secret": secret} if api_key and secret else {}))
+    if start is None:  # the next bar on the exchange's clock (the replay's, when replaying)
+        try:
+            now = int(ex.fetch_time())
+        except Exception as err:  # noqa: BLE001 — any failure to reach the exchange is one line
+            store.close()
+            raise UserError(f"cannot reach the exchange at {exchange_url or data.exchange}: "
+                            f"{type(err).__name__}") from None
+        start = pd.Timestamp((now // tf_ms + 1) * tf_ms, unit="ms", tz="UTC")
+    start_ms = (_ms(start) + tf_ms - 1) // tf_ms * tf_ms
+    end_ms = None if end is None else _ms(end)
+    anchor_ms = start_ms - int(spec.warmup(params).total_seconds() * 1000)
     meta = {"strategy": spec.name, "params": params_dict(params), "symbol": data.symbol, "timeframe": data.timeframe,
             "exchange": data.exchange, "broker": broker, "start_ms": start_ms, "end_ms": end_ms,
             "lockstep": lockstep, "created": datetime.now(UTC).isoformat(timespec="seconds")}
     try:
         _check_meta(store, meta, folder)
         meta = store.get("meta")
-        ex = make_exchange(data.exchange, url=exchange_url or None, rate_limit=not exchange_url, timeout=10_000,
-                           **({"apiKey": api_key, "secret": secret} if api_key and secret else {}))
         gw = Gateway(ex, folder.name, backoff=0.2 if exchange_url else 1.0,
                      on_event=lambda e: log(f"gw.{e.kind}", e.message) if e.kind not in ("order",) else None)
         if broker == "exchange":
