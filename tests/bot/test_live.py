@@ -255,3 +255,92 @@ def test_live_refuses_without_confirm_and_with_a_literal_key(tmp_path, capsys, m
     assert code == 2 and "must name an environment variable" in err and key not in err
     code, err = _cascade(capsys, "paper", "--exchange-url", "http://127.0.0.1:9", "--config", "bad.toml")
     assert code == 2 and "must name an environment variable" in err and len(err.strip().splitlines()) == 1
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at one exact line (the process stops; nothing after it runs)."""
+
+
+@pytest.fixture(scope="module")
+def entry(source, tmp_path_factory) -> int:
+    """The wake whose decision enters the first position (from a clean run)."""
+    s = session(source, tmp_path_factory.mktemp("probe"))
+    try:
+        while not s.runner.finished():
+            wake = s.runner.next_wake_ms()
+            s.server.clock.set(wake)
+            if s.runner.step(wake).acted:
+                return wake
+    finally:
+        s.close()
+    raise AssertionError("no entry in the window")
+
+
+@pytest.mark.parametrize("where", ["before_send", "after_accept"])
+def test_crash_around_an_order_never_duplicates_it(source, tmp_path, where, entry):
+    s = session(source, tmp_path)
+    try:
+        drive(s, stop_at=entry)
+        gw = s.gateway
+        if where == "before_send":
+            def die(*a, **k):
+                raise Killed
+            s.runner.broker.execute = die
+        else:
+            real = gw.market_order
+
+            def die(*a, **k):
+                real(*a, **k)  # the exchange accepted and filled it ...
+                raise Killed  # ... and the runner died before booking it
+            gw.market_order = die
+        s.server.clock.set(entry)
+        with pytest.raises(Killed):
+            s.runner.step(entry)
+        assert s.store.get("sending") is not None  # the decision was committed before any order went out
+    finally:
+        s.close()
+    again = session(source, tmp_path)  # restart on the same run folder and replay account
+    try:
+        again.runner.recover(entry + 500)  # still inside the bar the order was meant for
+        assert again.store.get("sending") is None
+        opening = [o for o in again.server.account.orders.values() if not o["reduceOnly"]]
+        assert len(opening) == 1 and again.server.account.positions  # one order, one position
+        assert protected_once(again.server)
+        core = again.store.load_core()
+        assert core[0].side != 0 and abs(core[0].qty - again.server.account.positions["BTCUSDT"]["qty"]) < 1e-12
+        if where == "after_accept":
+            assert "gw.duplicate" in kinds(again) or "gw.recovered" in kinds(again)
+        drive(again)
+        assert_one_order_per_intent(again.server)
+    finally:
+        again.close()
+
+
+def test_restart_after_the_bar_is_over_does_not_replay_the_decision(source, tmp_path, entry):
+    s = session(source, tmp_path)
+    try:
+        drive(s, stop_at=entry)
+
+        def die(*a, **k):
+            raise Killed
+        s.runner.broker.execute = die
+        s.server.clock.set(entry)
+        with pytest.raises(Killed):
+            s.runner.step(entry)
+    finally:
+        s.close()
+    again = session(source, tmp_path)
+    try:
+        late = entry + 3 * H
+        again.server.clock.set(late)
+        again.runner.recover(late)
+        assert "dropped" in kinds(again) and not again.server.account.orders
+        assert again.store.load_core()[0].side == 0
+    finally:
+        again.close()
+
+
+def protected_once(srv) -> bool:
+    pos = srv.account.positions.get("BTCUSDT")
+    stops = [a for a in srv.account.algos.values() if a["algoStatus"] == "NEW" and a["orderType"] == "STOP_MARKET"]
+    return pos is None or (len(stops) == 1 and abs(float(stops[0]["quantity"]) - pos["qty"]) < 1e-12)
