@@ -1,6 +1,7 @@
 """The window the runner decides on, fetched through the gateway (ccxt) and joined like the store's frame.
 
-Candles, mark-price candles and funding settlements are fetched from an anchor (the run's first
+Candles, mark-price candles, funding settlements and open interest (the exchange's own history, when
+it serves one for the timeframe) are fetched from an anchor (the run's first
 traded bar minus the strategy's warm-up, the history a backtest of the same range loads) up to
 *now*, incrementally: each wake asks only for what is newer than the last row held. Only closed
 bars are kept (``open + timeframe <= now``; Binance also serves the forming one). The frame is
@@ -10,11 +11,12 @@ of bar ``k`` see exactly what a backtest sees at bar ``k``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
 
-from bot.data import join_funding
+from bot.data import join_asof_close, join_funding
 from bot.gateway import Gateway
 from bot.timeframes import timeframe_to_timedelta
 
@@ -24,7 +26,7 @@ _PAGE = 1000
 def _frame(rows: list[list], prefix: str = "") -> pd.DataFrame:
     cols = ["open", "high", "low", "close", "volume"]
     df = pd.DataFrame([r[1:6] for r in rows], columns=cols, dtype=float)
-    df.index = pd.to_datetime([int(r[0]) for r in rows], unit="ms", utc=True).rename("time")
+    df.index = pd.to_datetime([int(r[0]) for r in rows], unit="ms", utc=True).as_unit("ms").rename("time")
     df = df[~df.index.duplicated(keep="last")].sort_index()
     if prefix:
         df = df[["open", "high", "low", "close"]].add_prefix(prefix)
@@ -35,7 +37,7 @@ class Feed:
     """Closed bars of one symbol/timeframe from ``anchor_ms`` on, topped up at each wake."""
 
     def __init__(self, gateway: Gateway, symbol: str, timeframe: str, anchor_ms: int, with_mark: bool = True,
-                 with_funding: bool = True) -> None:
+                 with_funding: bool = True, with_open_interest: bool = True) -> None:
         self.gw = gateway
         self.symbol = symbol
         self.timeframe = timeframe
@@ -45,6 +47,8 @@ class Feed:
         self.with_funding = with_funding
         self._rows: dict[str, list[list]] = {"last": [], "mark": []}
         self._funding: list[dict[str, Any]] = []
+        self.with_open_interest = with_open_interest
+        self._oi: list[dict[str, Any]] = []
 
     def _top_up(self, kind: str, now_ms: int) -> None:
         rows = self._rows[kind]
@@ -75,6 +79,29 @@ class Feed:
             if len(page) < 500:
                 break
 
+    def _top_up_open_interest(self, now_ms: int) -> None:
+        ex = self.gw.exchange
+        if not ex.has.get("fetchOpenInterestHistory"):
+            self.with_open_interest = False
+            return
+        since = int(self._oi[-1]["timestamp"]) + 1 if self._oi else self.anchor_ms
+        from bot.gateway import GatewayError
+
+        for _ in range(10_000):
+            try:
+                page = self.gw.call("fetch open interest", ex.fetch_open_interest_history, self.symbol,
+                                    self.timeframe, since, 500)
+            except GatewayError:  # no history for this timeframe: trade without it, as a backtest would
+                self.with_open_interest = False
+                return
+            page = [x for x in page if x.get("timestamp") is not None and since <= int(x["timestamp"]) <= now_ms]
+            if not page:
+                break
+            self._oi.extend(page)
+            since = int(page[-1]["timestamp"]) + 1
+            if len(page) < 250:
+                break
+
     def frame(self, now_ms: int) -> pd.DataFrame:
         """The frame contract of the closed bars up to ``now_ms`` (empty when none)."""
         self._top_up("last", now_ms)
@@ -93,5 +120,14 @@ class Feed:
                                  index=pd.to_datetime([int(x["timestamp"]) for x in self._funding], unit="ms",
                                                       utc=True))
                 frame["funding_rate"] = join_funding(frame, f[~f.index.duplicated()], self.timeframe)
+        if self.with_open_interest:
+            self._top_up_open_interest(now_ms)
+            if self._oi:
+                oi = pd.DataFrame({"open_interest": [float(x.get("openInterestAmount") or math.nan) for x in self._oi]},
+                                  index=pd.to_datetime([int(x["timestamp"]) for x in self._oi], unit="ms", utc=True))
+                oi = oi[~oi.index.duplicated(keep="last")]
+                step = timeframe_to_timedelta(self.timeframe)
+                frame["open_interest"] = join_asof_close(frame, oi, ["open_interest"], self.timeframe, 2 * step)[
+                    "open_interest"]
         frame.attrs["symbol"] = self.symbol
         return frame

@@ -177,3 +177,44 @@ def test_events_jsonl_has_one_decision_per_bar_and_every_order(runs):
     assert len(exits) == int((bt["exit_reason"].isin(["signal", "end"])).sum())  # ... and per exit at market
     stop_fills = [e for e in lines if e["kind"] == "fill" and e.get("reason") == "stop"]
     assert len(stop_fills) == int((bt["exit_reason"] == "stop").sum())  # stops fill on the exchange
+
+
+def test_the_fetched_window_is_the_backtests_frame(source):
+    """The feed's frame (ccxt from the replay exchange) equals the store's frame bar for bar."""
+    from bot.data import load_frame
+    from bot.exchange import make_exchange
+    from bot.gateway import Gateway
+    from bot.live.feed import Feed
+    from bot.replay import ReplayServer
+
+    now = ms("2025-03-20T00:00") + 1500
+    with ReplayServer(source.root, start=now, speed=0) as srv:
+        feed = Feed(Gateway(make_exchange(EX, url=srv.url, rate_limit=False), "feed"), BTC, "1h",
+                    ms("2025-03-01"))
+        live = feed.frame(now)
+        again = feed.frame(now)  # nothing new: the same frame, no duplicate rows
+    stored = load_frame(source.root, EX, BTC, "1h", pd.Timestamp("2025-03-01", tz="UTC"),
+                        pd.Timestamp("2025-03-20", tz="UTC"), use_sample=False)
+    assert len(live) == 19 * 24 and live.index.equals(stored.index) and again.index.equals(live.index)
+    cols = ["open", "high", "low", "close", "volume", "mark_open", "mark_high", "mark_low", "mark_close",
+            "funding_rate"]
+    pd.testing.assert_frame_equal(live[cols], stored[cols], check_freq=False, check_names=False)
+    assert live["funding_rate"].notna().sum() == 19 * 3  # every 8h settlement, at its bar's close
+
+
+def test_paper_command_replays_and_prints_its_folder(source, tmp_path, monkeypatch, capsys):
+    from bot.cli import main
+
+    (tmp_path / "cfg.toml").write_text(f'[data]\ndir = "{source.root}"\nuse_sample = false\n'
+                                       f'[live]\nruns_dir = "{tmp_path / "runs"}"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["paper", "--config", "cfg.toml", "--strategy", EMA, "--replay", "--from", "2025-03-27",
+              "--to", "2025-03-27T06:00", "--run", "cli"])
+    out = capsys.readouterr().out
+    assert done.value.code in (0, None)
+    assert "decision" in out and out.strip().splitlines()[-1].endswith("cli")
+    assert status_data(tmp_path / "runs" / "cli")["last_bar"] == "2025-03-27T05:00:00+00:00"
+    with pytest.raises(SystemExit) as done:
+        main(["paper", "--config", "cfg.toml", "--strategy", EMA, "--replay", "--from", "2025-03-27"])
+    assert done.value.code == 2 and "--replay needs --from and --to" in capsys.readouterr().err
