@@ -70,6 +70,24 @@ class Session:
         self.store.close()
 
 
+def _gateway_events(log: EventLog) -> Any:
+    """The gateway's events into the run's log, as ``gw.<kind>``.
+
+    The gateway reports every ccxt error as it meets it and retracts two kinds afterwards (it pops
+    them from ``Gateway.events``): "no need to change margin type" at start and "order not found"
+    while looking an order up, which are answers, not failures; they are not logged here either.
+    Placements are logged by the broker with their fills.
+    """
+    def on_event(e: Any) -> None:
+        if e.kind == "order":
+            return
+        if e.kind == "rejected" and any(x in e.message for x in ("MarginModeAlreadySet", "-4046", "-4067",
+                                                                 "OrderNotFound")):
+            return
+        log(f"gw.{e.kind}", e.message)
+    return on_event
+
+
 def _ms(ts: pd.Timestamp) -> int:
     return int(ts.value // 1_000_000)
 
@@ -145,8 +163,7 @@ def build(cfg: Any, spec: Any, params: Any, *, broker: str, run: str | None, sta
     try:
         _check_meta(store, meta, folder)
         meta = store.get("meta")
-        gw = Gateway(ex, folder.name, backoff=0.2 if exchange_url else 1.0,
-                     on_event=lambda e: log(f"gw.{e.kind}", e.message) if e.kind not in ("order",) else None)
+        gw = Gateway(ex, folder.name, backoff=0.2 if exchange_url else 1.0, on_event=_gateway_events(log))
         if broker == "exchange":
             if not (api_key and secret):
                 raise UserError("trading through an exchange needs an API key and secret in the environment "
