@@ -100,12 +100,12 @@ class ExchangeBroker:
             return float(info["totalWalletBalance"])
         return float((bal.get("USDT") or {}).get("total") or 0.0)
 
-    def _closing_fill(self, pos: Position, since_ms: int) -> tuple[int, float, str | None]:
-        """(exit reason, average price, order id) of the exchange order that closed ``pos``."""
+    def _closing_fill(self, pos: Position, since_ms: int) -> tuple[int, float, str | None, int | None]:
+        """(exit reason, average price, order id, fill time) of the exchange order that closed ``pos``."""
         close_side = "sell" if pos.side > 0 else "buy"
         trades = [t for t in self.gw.my_trades(self.symbol, since_ms) if t.get("side") == close_side]
         if not trades:
-            return EXIT_PROTECTION, math.nan, None
+            return EXIT_PROTECTION, math.nan, None, None
         oid = str(trades[-1].get("order"))
         mine = [t for t in trades if str(t.get("order")) == oid]
         qty = sum(float(t["amount"]) for t in mine)
@@ -124,7 +124,7 @@ class ExchangeBroker:
                 reason = EXIT_TAKE_PROFIT
         except GatewayError:
             pass
-        return reason, price, oid
+        return reason, price, oid, int(mine[-1].get("timestamp") or 0) or None
 
     def at_open(self, p: Any, br: Any, pos: Position, acct: Account, intent: Intent, k: int,
                 bar: Bar) -> tuple[Position, Account, list[Trade]]:
@@ -132,12 +132,17 @@ class ExchangeBroker:
         ex_pos = self.gw.position(self.symbol)
         bar_ms = int(bar.time) * 1000
         if pos.side != 0 and ex_pos is None:
-            reason, price, oid = self._closing_fill(pos, int(self.store.get("entry_ms", bar_ms)))
+            reason, price, oid, when = self._closing_fill(pos, int(self.store.get("entry_ms", bar_ms)))
             if reason == EXIT_PROTECTION:
                 self.log("closed_outside", f"{self.symbol}: the exchange shows no position; closed outside the "
                                            "runner (booked at the close)", bar_ms)
                 price = bar.close if math.isnan(price) else price
-            acct, trade = close_position(p, pos, acct, k, int(bar.time), reason, price)
+            tf_ms = self.store.get("tf_ms") or 0
+            if when and tf_ms:  # the bar it filled in (after downtime, possibly before this one); a
+                # conditional fill is stamped at its bar's close, hence the millisecond back
+                k = max(int(pos.entry_bar), min(k, (when - 1) // int(tf_ms)))
+            acct, trade = close_position(p, pos, acct, k, k * int(tf_ms) // 1000 if tf_ms else int(bar.time),
+                                         reason, price)
             name = {EXIT_STOP: "stop", EXIT_TAKE_PROFIT: "take_profit", EXIT_LIQUIDATION: "liquidation"}.get(
                 reason, "outside")
             self.store.fill(None, bar_ms, -pos.side, pos.qty, price, name)
@@ -167,7 +172,9 @@ class ExchangeBroker:
         cid = self.gw.client_id(next_ms, role)
         known = self.store.order(cid)
         if known is not None and known["status"] == "filled":
-            return None  # booked before the crash
+            # filled before a crash: the state committed with the decision does not hold the fill yet
+            return {"id": known["exchange_id"], "status": "closed", "filled": known["filled"],
+                    "average": known["avg_price"]}
         self.store.put_order(cid, next_ms, role, side, qty, reduce_only, "sending")
         try:
             if lookup_only:

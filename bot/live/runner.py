@@ -89,6 +89,7 @@ class Runner:
         self.symbol = cfg.data.symbol
         self.tf_ms = int(timeframe_to_timedelta(cfg.data.timeframe).total_seconds() * 1000)
         self.tf_s = self.tf_ms // 1000
+        store.put("tf_ms", self.tf_ms)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -148,6 +149,11 @@ class Runner:
                 self.store.save_core(pos, acct, no_intent())
                 self.store.put("sending", None)
         elif hasattr(self.broker, "protect") and self.last_bar_ms is not None:
+            if pos.side == 0 and self.broker.gw.position(self.symbol) is not None:
+                # not ours: leave it (and its stop) alone; the next bar's reconciliation halts entries
+                self.log("unknown_position", f"{self.symbol}: the exchange holds a position this run does not "
+                                             "know; not touching it", self.last_bar_ms)
+                return
             self.broker.protect(pos, self.last_bar_ms + self.tf_ms)
 
     def _params(self) -> tuple[Any, Any]:

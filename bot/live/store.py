@@ -168,7 +168,10 @@ class RunStore:
                         old[0] if old else now, now))
 
     def fill(self, cid: str | None, bar_ms: int, side: int, qty: float, price: float, what: str) -> None:
+        """Record a fill (once per client id: a fill booked again after a crash is not a second fill)."""
         with self.transaction() as db:
+            if cid is not None and db.execute("SELECT 1 FROM fills WHERE cid = ?", (cid,)).fetchone():
+                return
             db.execute("INSERT INTO fills (cid, bar_ms, side, qty, price, what, time) VALUES (?,?,?,?,?,?,?)",
                        (cid, bar_ms, side, qty, price, what, time.time()))
 

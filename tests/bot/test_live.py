@@ -276,7 +276,7 @@ def entry(source, tmp_path_factory) -> int:
     raise AssertionError("no entry in the window")
 
 
-@pytest.mark.parametrize("where", ["before_send", "after_accept"])
+@pytest.mark.parametrize("where", ["before_send", "after_accept", "before_protect"])
 def test_crash_around_an_order_never_duplicates_it(source, tmp_path, where, entry):
     s = session(source, tmp_path)
     try:
@@ -286,6 +286,10 @@ def test_crash_around_an_order_never_duplicates_it(source, tmp_path, where, entr
             def die(*a, **k):
                 raise Killed
             s.runner.broker.execute = die
+        elif where == "before_protect":  # filled and recorded, not yet in the committed core state
+            def die(*a, **k):
+                raise Killed
+            s.runner.broker.protect = die
         else:
             real = gw.market_order
 
