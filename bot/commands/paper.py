@@ -134,8 +134,9 @@ def _folder(cfg: Any, run: str) -> Path:
                     "pass a run name or folder written by cascade paper/live")
 
 
-def status_data(folder: Path) -> dict[str, Any]:
+def status_data(folder: Path, halt_file: str = "HALT") -> dict[str, Any]:
     """What `cascade status` shows, as JSON-ready data."""
+    from bot.live.killswitch import KillSwitch
     from bot.live.store import RunStore
 
     store = RunStore(folder)
@@ -152,24 +153,26 @@ def status_data(folder: Path) -> dict[str, Any]:
                         "stop": None if math.isnan(pos.stop) else pos.stop,
                         "take_profit": None if math.isnan(pos.take_profit) else pos.take_profit,
                         "liq_price": pos.liq_price}
-        initial = core[1].protection.peak if core is not None and last is None else None
-        halt = store.get("halt_reason", "") or ""
-        if (folder / "HALT").exists() and not halt:
-            halt = "halt file HALT exists"
+        halt = KillSwitch(folder, halt_file, 1).reason(store) or ""
         equity = eq.get("exchange_equity") if eq.get("exchange_equity") is not None else eq.get("equity")
-        first = store.db.execute("SELECT equity FROM equity ORDER BY bar_ms LIMIT 1").fetchone()
+        initial = store.get("initial_cash")
+        end = meta.get("end_ms")
+        finished = end is not None and last is not None and last + tf_ms >= end
         return {
             "run": folder.name, "strategy": meta.get("strategy"), "symbol": meta.get("symbol"),
             "timeframe": meta.get("timeframe"), "broker": meta.get("broker"),
-            "state": "HALTED" if halt else store.get("state", "ACTIVE"), "halt_reason": halt or None,
+            "state": "HALTED" if halt else store.get("state") or "ACTIVE", "halt_reason": halt or None,
             "position": position,
             "resting": [{"role": r, "order_id": v["order_id"], "price": v["price"], "qty": v["qty"]}
                         for r, v in store.protection().items()],
             "open_orders": [o["cid"] for o in store.orders() if o["status"] in ("sending", "open")],
-            "equity": equity, "pnl": (equity - first[0]) if (equity is not None and first) else initial,
+            "equity": equity, "initial": initial,
+            "pnl": (equity - initial) if (equity is not None and initial) else None,
             "trades": len(store.trades()),
             "last_bar": None if last is None else pd.Timestamp(last, unit="ms", tz="UTC").isoformat(),
-            "next_wake": None if last is None else pd.Timestamp(last + 2 * tf_ms, unit="ms", tz="UTC").isoformat(),
+            "next_wake": "finished" if finished else pd.Timestamp(
+                (last + 2 * tf_ms) if last is not None else meta.get("start_ms", 0) + tf_ms, unit="ms",
+                tz="UTC").isoformat(),
             "events": [{**e, "time": pd.Timestamp(e["time"], unit="s", tz="UTC").isoformat(timespec="seconds")}
                        for e in store.events(10)],
         }
@@ -194,7 +197,7 @@ def status(
         KillSwitch(folder, cfg.live.halt_file, cfg.live.error_burst).clear(store)
         store.put("halt_reason", "")
         store.close()
-    data = status_data(folder)
+    data = status_data(folder, cfg.live.halt_file)
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
         return

@@ -90,6 +90,8 @@ class Runner:
         self.tf_ms = int(timeframe_to_timedelta(cfg.data.timeframe).total_seconds() * 1000)
         self.tf_s = self.tf_ms // 1000
         store.put("tf_ms", self.tf_ms)
+        if store.get("initial_cash") is None and initial_cash > 0:
+            store.put("initial_cash", float(initial_cash))
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -322,13 +324,16 @@ def lockstep(server: Any, runner: Runner, end_ms: int, progress: Callable[[int],
 
 
 def run_forever(runner: Runner, now: Callable[[], int], *, poll_seconds: float, max_wakes: int | None = None,
-                sleep: Callable[[float], None] = time.sleep) -> int:
-    """Wake at each bar close on the exchange's clock until ``end_ms`` (or ``max_wakes``); bounded polling.
+                sleep: Callable[[float], None] = time.sleep, max_polls: int | None = None) -> int:
+    """Wake at each bar close on the exchange's clock until ``end_ms`` (or ``max_wakes`` wakes, or
+    ``max_polls`` looks at the clock); one look every ``poll_seconds``.
 
     Errors of one wake are events; ``[live] error_burst`` of them in a row halt new exposure.
     """
-    wakes = 0
-    while not runner.finished() and (max_wakes is None or wakes < max_wakes):
+    wakes = polls = 0
+    while not runner.finished() and (max_wakes is None or wakes < max_wakes) and (
+            max_polls is None or polls < max_polls):
+        polls += 1
         try:
             t = now()
             if t >= runner.next_wake_ms() or runner.store.get("stale"):

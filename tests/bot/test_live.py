@@ -348,3 +348,33 @@ def protected_once(srv) -> bool:
     pos = srv.account.positions.get("BTCUSDT")
     stops = [a for a in srv.account.algos.values() if a["algoStatus"] == "NEW" and a["orderType"] == "STOP_MARKET"]
     return pos is None or (len(stops) == 1 and abs(float(stops[0]["quantity"]) - pos["qty"]) < 1e-12)
+
+
+def test_error_burst_halts_and_a_person_clears_it(source, tmp_path):
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+    from bot.gateway import GatewayUnavailable
+    from bot.live.runner import run_forever
+    from bot.replay.faults import FaultPicker
+
+    s = session(source, tmp_path, error_burst=2)
+    try:
+        drive(s, stop_at=ms("2025-03-27T03:00"))
+        s.server.faults = FaultPicker(FaultConfig(rate=1.0, kinds=("5xx",)))  # the exchange is down
+        wake = s.runner.next_wake_ms()
+        s.server.clock.set(wake)
+        with pytest.raises(GatewayUnavailable):
+            s.runner.step(wake)
+        polls = run_forever(s.runner, lambda: wake, poll_seconds=0.0, max_polls=2)
+        assert polls == 0  # two failed wakes, none booked
+        assert "2 failed wakes in a row" in s.runner.kill.reason(s.store)
+        assert status_data(s.folder)["state"] == "HALTED"
+        s.server.faults = FaultPicker(FaultConfig())
+        out = CliRunner().invoke(app, ["status", str(s.folder), "--clear-halt", "--json"])
+        assert out.exit_code == 0 and '"state": "ACTIVE"' in out.output
+        assert s.runner.kill.reason(s.store) is None
+        assert run_forever(s.runner, lambda: wake, poll_seconds=0.0, max_polls=1) == 1
+        assert "cleared" in kinds(s)
+    finally:
+        s.close()
