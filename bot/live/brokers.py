@@ -37,7 +37,7 @@ from bot.core import (
 )
 from bot.core.state import no_intent
 from bot.gateway import Gateway, GatewayError
-from bot.live.store import RunStore
+from bot.live.store import RunStore, decode, encode
 from bot.risk.execution import EXIT_NONE
 
 Log = Callable[..., None]
@@ -126,11 +126,54 @@ class ExchangeBroker:
             pass
         return reason, price, oid, int(mine[-1].get("timestamp") or 0) or None
 
+    def _late_fills(self, p: Any, br: Any, pos: Position, acct: Account,
+                    bar_ms: int) -> tuple[Position, Account, list[Trade]]:
+        """Book orders accepted earlier and filled since (a delayed fill); cancel ones a bar old."""
+        trades: list[Trade] = []
+        tf_ms = int(self.store.get("tf_ms") or 0)
+        for row in self.store.orders("open"):
+            cid = row["cid"]
+            order = self.gw.find_order(self.symbol, cid)
+            filled = float((order or {}).get("filled") or 0.0)
+            k_fill = int(row["bar_ms"]) // tf_ms if tf_ms else 0
+            if order is not None and filled > 0:
+                price = float(order.get("average") or order.get("price"))
+                if row["intent"] == "entry" and pos.side == 0:
+                    intent = decode(Intent, self.store.get(f"intent:{cid}"))
+                    pos, acct = open_position(p, br, acct, intent._replace(qty=filled), k_fill, price)
+                    self.store.put("entry_ms", int(row["bar_ms"]))
+                elif row["intent"] == "exit" and pos.side != 0:
+                    reason = decode(Intent, self.store.get(f"intent:{cid}")).exit
+                    acct, trade = close_position(p, pos, acct, k_fill, int(row["bar_ms"]) // 1000, reason, price)
+                    trades.append(trade)
+                    pos = flat_position()
+                self.store.put_order(cid, row["bar_ms"], row["intent"], row["side"], row["qty"],
+                                     bool(row["reduce_only"]), "filled", str(order.get("id")), price, filled)
+                self.store.fill(cid, int(row["bar_ms"]), 1 if row["side"] == "buy" else -1, filled, price,
+                                row["intent"])
+                self.log("fill", f"{row['intent']} {row['side']} {filled:g} {self.symbol} filled late at "
+                                 f"{price:.2f}", int(row["bar_ms"]), cid=cid)
+            elif order is None or order.get("status") in ("canceled", "expired", "rejected"):
+                self.store.put_order(cid, row["bar_ms"], row["intent"], row["side"], row["qty"],
+                                     bool(row["reduce_only"]), "gone")
+                self.log("order_gone", f"{row['intent']} {self.symbol}: {cid} ended unfilled", bar_ms, cid=cid)
+            elif bar_ms > int(row["bar_ms"]):  # still unfilled a bar later: its decision is old now
+                try:
+                    self.gw.call(f"cancel {cid}", self.gw.exchange.cancel_order, order["id"], self.symbol)
+                except GatewayError:
+                    continue
+                self.store.put_order(cid, row["bar_ms"], row["intent"], row["side"], row["qty"],
+                                     bool(row["reduce_only"]), "canceled")
+                self.log("order_gone", f"{row['intent']} {self.symbol}: {cid} unfilled for a bar; cancelled",
+                         bar_ms, cid=cid)
+        return pos, acct, trades
+
     def at_open(self, p: Any, br: Any, pos: Position, acct: Account, intent: Intent, k: int,
                 bar: Bar) -> tuple[Position, Account, list[Trade]]:
         """Reconcile the model's position with the exchange's after bar ``k`` (the intent was sent already)."""
-        ex_pos = self.gw.position(self.symbol)
         bar_ms = int(bar.time) * 1000
+        pos, acct, late = self._late_fills(p, br, pos, acct, bar_ms)
+        ex_pos = self.gw.position(self.symbol)
         if pos.side != 0 and ex_pos is None:
             reason, price, oid, when = self._closing_fill(pos, int(self.store.get("entry_ms", bar_ms)))
             if reason == EXIT_PROTECTION:
@@ -150,7 +193,7 @@ class ExchangeBroker:
                      order=oid, reason=name)
             for role in ("stop", "take_profit"):
                 self.store.set_protection(role, None, None, None, None)
-            return flat_position(), acct, [trade]
+            return flat_position(), acct, [*late, trade]
         if ex_pos is not None:
             ex_side = 1 if ex_pos.get("side") == "long" else -1
             ex_qty = float(ex_pos["contracts"])
@@ -163,7 +206,9 @@ class ExchangeBroker:
                 self.log("size_adopted", f"{self.symbol}: exchange holds {ex_qty:g}, model {pos.qty:g}; adopting "
                                          "the exchange's size", bar_ms)
                 pos = pos._replace(qty=ex_qty) if ex_side == pos.side else pos
-        return pos, acct, []
+        if pos.side != 0 and (late or not self.store.protection().get("stop")):
+            self.protect(pos, bar_ms + int(self.store.get("tf_ms") or 0))
+        return pos, acct, late
 
     # -- orders ----------------------------------------------------------------------------------
 
@@ -201,6 +246,9 @@ class ExchangeBroker:
         avg = float(order.get("average") or order.get("price") or math.nan)
         status = "filled" if filled > 0 else str(order.get("status") or "open")
         self.store.put_order(cid, next_ms, role, side, qty, reduce_only, status, str(order.get("id")), avg, filled)
+        if status == "open":
+            self.log("order_open", f"{role} {side} {qty:g} {self.symbol}: accepted, not filled yet; booked when the "
+                                   "exchange fills it", next_ms, cid=cid)
         self.log("order", f"{role} {side} {filled:g}/{qty:g} {self.symbol} at {avg:.2f}: {status} (id "
                           f"{order.get('id')})", next_ms, cid=cid)
         return order if filled > 0 else None
@@ -215,6 +263,7 @@ class ExchangeBroker:
         trades: list[Trade] = []
         t_next = next_ms // 1000
         if intent.exit != EXIT_NONE and pos.side != 0:
+            self.store.put(f"intent:{self.gw.client_id(next_ms, 'exit')}", encode(intent))
             order = self._send("exit", "sell" if pos.side > 0 else "buy", pos.qty, next_ms, True, price_hint,
                                lookup_only)
             if order is not None:
@@ -224,6 +273,7 @@ class ExchangeBroker:
                 trades.append(trade)
                 pos = flat_position()
         if intent.side != 0 and pos.side == 0:
+            self.store.put(f"intent:{self.gw.client_id(next_ms, 'entry')}", encode(intent))
             order = self._send("entry", "buy" if intent.side > 0 else "sell", intent.qty, next_ms, False, price_hint,
                                lookup_only)
             if order is not None:

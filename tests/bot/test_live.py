@@ -378,3 +378,27 @@ def test_error_burst_halts_and_a_person_clears_it(source, tmp_path):
         assert "cleared" in kinds(s)
     finally:
         s.close()
+
+
+def test_a_fill_the_exchange_reports_late_is_booked_once_and_protected(source, tmp_path, entry):
+    faults = TradeFaults(fill_delay_ms=60_000)  # accepted as NEW, filled a replay minute later
+    s = session(source, tmp_path, trade_faults=faults)
+    try:
+        drive(s, stop_at=entry)
+        faults.arm("delayed_fill", 1)
+        s.server.clock.set(entry)
+        s.runner.step(entry)
+        assert s.store.orders("open") and not s.server.account.positions
+        assert s.store.load_core()[0].side == 0  # not booked before the exchange fills it
+        drive(s, stop_at=entry + H + 1)  # the next close
+        pos = s.store.load_core()[0]
+        ex = s.server.account.positions.get("BTCUSDT")
+        late = s.store.db.execute("SELECT message FROM events WHERE kind = 'fill' AND message LIKE '%late%'"
+                                  ).fetchall()
+        assert len(late) == 1 and not s.store.orders("open")
+        assert ex is not None and pos.side == ex["side"] and abs(pos.qty - ex["qty"]) < 1e-12
+        assert protected_once(s.server)
+        drive(s)
+        assert_one_order_per_intent(s.server)
+    finally:
+        s.close()
