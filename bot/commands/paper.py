@@ -154,7 +154,7 @@ def status_data(folder: Path, halt_file: str = "HALT") -> dict[str, Any]:
                         "take_profit": None if math.isnan(pos.take_profit) else pos.take_profit,
                         "liq_price": pos.liq_price}
         halt = KillSwitch(folder, halt_file, 1).reason(store) or ""
-        equity = eq.get("exchange_equity") if eq.get("exchange_equity") is not None else eq.get("equity")
+        equity = eq.get("equity")  # mark-to-market at the last close, the core's books
         initial = store.get("initial_cash")
         end = meta.get("end_ms")
         finished = end is not None and last is not None and last + tf_ms >= end
@@ -166,7 +166,8 @@ def status_data(folder: Path, halt_file: str = "HALT") -> dict[str, Any]:
             "resting": [{"role": r, "order_id": v["order_id"], "price": v["price"], "qty": v["qty"]}
                         for r, v in store.protection().items()],
             "open_orders": [o["cid"] for o in store.orders() if o["status"] in ("sending", "open")],
-            "equity": equity, "initial": initial,
+            "equity": equity, "wallet": eq.get("cash"), "exchange_wallet": eq.get("exchange_equity"),
+            "initial": initial,
             "pnl": (equity - initial) if (equity is not None and initial) else None,
             "trades": len(store.trades()),
             "last_bar": None if last is None else pd.Timestamp(last, unit="ms", tz="UTC").isoformat(),
@@ -211,7 +212,9 @@ def status(
             ("position", "flat" if pos is None else f"{pos['side']} {pos['qty']:g} @ {pos['entry']:.2f} stop "
                                                    f"{pos['stop'] if pos['stop'] is not None else '-'}"),
             ("resting", ", ".join(f"{o['role']} {o['price']} x {o['qty']}" for o in data["resting"]) or "none"),
-            ("equity", "-" if data["equity"] is None else f"{data['equity']:.2f}"),
+            ("equity", "-" if data["equity"] is None else f"{data['equity']:.2f} (mark-to-market at the last close)"),
+            ("wallet", "-" if data["wallet"] is None else f"{data['wallet']:.2f}" + (
+                "" if data["exchange_wallet"] is None else f" (exchange: {data['exchange_wallet']:.2f})")),
             ("pnl", "-" if data["pnl"] is None else f"{data['pnl']:+.2f}"),
             ("trades", str(data["trades"])), ("last bar", str(data["last_bar"])),
             ("next wake", str(data["next_wake"]))]

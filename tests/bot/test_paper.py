@@ -157,7 +157,9 @@ def test_status_shows_the_run(runs):
     data = status_data(runs["exchange"])
     assert data["state"] == "ACTIVE" and data["position"] is None and data["resting"] == []
     assert data["last_bar"] == (pd.Timestamp(TO, tz="UTC") - pd.Timedelta("1h")).isoformat()
-    assert data["equity"] == runs["exchange_equity"][-1][2]  # the exchange's wallet at the last bar
+    assert data["exchange_wallet"] == runs["exchange_equity"][-1][2]  # the exchange's wallet at the last bar
+    assert data["equity"] == data["wallet"]  # flat at the end: nothing open to mark
+    assert data["pnl"] == pytest.approx(data["equity"] - 10_000.0)
     assert data["trades"] == len(runs["backtest"]) and data["events"]
     out = CliRunner().invoke(app, ["status", str(runs["exchange"]), "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["run"] == "p-exchange"
