@@ -126,7 +126,7 @@ class ExchangeBroker:
             pass
         return reason, price, oid, int(mine[-1].get("timestamp") or 0) or None
 
-    def _late_fills(self, p: Any, br: Any, pos: Position, acct: Account,
+    def late_fills(self, p: Any, br: Any, pos: Position, acct: Account,
                     bar_ms: int) -> tuple[Position, Account, list[Trade]]:
         """Book orders accepted earlier and filled since (a delayed fill); cancel ones a bar old."""
         trades: list[Trade] = []
@@ -172,7 +172,7 @@ class ExchangeBroker:
                 bar: Bar) -> tuple[Position, Account, list[Trade]]:
         """Reconcile the model's position with the exchange's after bar ``k`` (the intent was sent already)."""
         bar_ms = int(bar.time) * 1000
-        pos, acct, late = self._late_fills(p, br, pos, acct, bar_ms)
+        pos, acct, late = self.late_fills(p, br, pos, acct, bar_ms)
         ex_pos = self.gw.position(self.symbol)
         if pos.side != 0 and ex_pos is None:
             reason, price, oid, when = self._closing_fill(pos, int(self.store.get("entry_ms", bar_ms)))

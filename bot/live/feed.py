@@ -12,6 +12,7 @@ of bar ``k`` see exactly what a backtest sees at bar ``k``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -37,7 +38,8 @@ class Feed:
     """Closed bars of one symbol/timeframe from ``anchor_ms`` on, topped up at each wake."""
 
     def __init__(self, gateway: Gateway, symbol: str, timeframe: str, anchor_ms: int, with_mark: bool = True,
-                 with_funding: bool = True, with_open_interest: bool = True) -> None:
+                 with_funding: bool = True, with_open_interest: bool = True,
+                 stored_open_interest: Callable[[pd.DataFrame], pd.Series | None] | None = None) -> None:
         self.gw = gateway
         self.symbol = symbol
         self.timeframe = timeframe
@@ -49,6 +51,7 @@ class Feed:
         self._funding: list[dict[str, Any]] = []
         self.with_open_interest = with_open_interest
         self._oi: list[dict[str, Any]] = []
+        self.stored_open_interest = stored_open_interest
 
     def _top_up(self, kind: str, now_ms: int) -> None:
         rows = self._rows[kind]
@@ -96,6 +99,8 @@ class Feed:
                 return
             page = [x for x in page if x.get("timestamp") is not None and since <= int(x["timestamp"]) <= now_ms]
             if not page:
+                if not self._oi:  # the exchange keeps no history for this market: the store's, if any
+                    self.with_open_interest = False
                 break
             self._oi.extend(page)
             since = int(page[-1]["timestamp"]) + 1
@@ -129,5 +134,43 @@ class Feed:
                 step = timeframe_to_timedelta(self.timeframe)
                 frame["open_interest"] = join_asof_close(frame, oi, ["open_interest"], self.timeframe, 2 * step)[
                     "open_interest"]
+        if "open_interest" not in frame.columns and self.stored_open_interest is not None:
+            oi = self.stored_open_interest(frame)
+            if oi is not None:
+                frame["open_interest"] = oi
         frame.attrs["symbol"] = self.symbol
         return frame
+
+
+def stored_open_interest(cfg: Any) -> Callable[[pd.DataFrame], pd.Series | None]:
+    """Open interest from the local store for a live frame, selected and joined as `bot.data.load_frame`
+    does (``[data] exchange`` first, then ``open_interest_source``, same base currency; as-of the bar
+    close, backward only): what a backtest of the same bars reads, as far as the store reaches."""
+    from bot.data import stores_for
+
+    data = cfg.data
+    base = data.symbol.split("/")[0]
+    order = [data.exchange] + ([data.open_interest_source] if data.open_interest_source else [])
+    step = timeframe_to_timedelta(data.timeframe)
+    cache: dict[str, Any] = {}
+
+    def load() -> tuple[pd.DataFrame, pd.Timedelta] | None:
+        keys = [(s, k) for s in stores_for(data.dir, data.use_sample) for k in s.keys()
+                if k.kind == "open_interest" and k.symbol.split("/")[0] == base and k.exchange in order]
+        if not keys:
+            return None
+        store, key = min(keys, key=lambda sk: (order.index(sk[1].exchange), sk[1].timeframe != data.timeframe))
+        oi = store.read(key)
+        if oi is None or oi.empty:
+            return None
+        return oi, 2 * max(step, timeframe_to_timedelta(key.timeframe))
+
+    def join(frame: pd.DataFrame) -> pd.Series | None:
+        if "oi" not in cache:
+            cache["oi"] = load()
+        if cache["oi"] is None:
+            return None
+        oi, tolerance = cache["oi"]
+        return join_asof_close(frame, oi, ["open_interest"], data.timeframe, tolerance)["open_interest"]
+
+    return join

@@ -151,6 +151,12 @@ class Runner:
                 self.store.save_core(pos, acct, no_intent())
                 self.store.put("sending", None)
         elif hasattr(self.broker, "protect") and self.last_bar_ms is not None:
+            if self.store.orders("open"):  # accepted before the restart, maybe filled since
+                p, br = self._params()
+                pos, acct, late = self.broker.late_fills(p, br, pos, acct, self.last_bar_ms + self.tf_ms)
+                with self.store.transaction():
+                    self._book_trades(late)
+                    self.store.save_core(pos, acct, no_intent())
             if pos.side == 0 and self.broker.gw.position(self.symbol) is not None:
                 # not ours: leave it (and its stop) alone; the next bar's reconciliation halts entries
                 self.log("unknown_position", f"{self.symbol}: the exchange holds a position this run does not "

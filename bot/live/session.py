@@ -19,7 +19,7 @@ import pandas as pd
 
 from bot.errors import UserError
 from bot.live.brokers import ExchangeBroker, SimBroker
-from bot.live.feed import Feed
+from bot.live.feed import Feed, stored_open_interest
 from bot.live.killswitch import KillSwitch
 from bot.live.runner import Runner
 from bot.live.secrets import Redactor
@@ -177,7 +177,8 @@ def build(cfg: Any, spec: Any, params: Any, *, broker: str, run: str | None, sta
             gw.call("load_markets", ex.load_markets)
             b = SimBroker()
             initial = cfg.backtest.initial_cash
-        feed = Feed(gw, data.symbol, data.timeframe, int(meta.get("anchor_ms", anchor_ms)))
+        feed = Feed(gw, data.symbol, data.timeframe, int(meta.get("anchor_ms", anchor_ms)),
+                    stored_open_interest=stored_open_interest(cfg))
         if store.get("meta", {}).get("anchor_ms") is None:
             store.put("meta", {**meta, "anchor_ms": anchor_ms})
         kill = KillSwitch(folder, cfg.live.halt_file, cfg.live.error_burst)

@@ -186,20 +186,24 @@ def test_the_fetched_window_is_the_backtests_frame(source):
     from bot.data import load_frame
     from bot.exchange import make_exchange
     from bot.gateway import Gateway
-    from bot.live.feed import Feed
+    from bot.live.feed import Feed, stored_open_interest
     from bot.replay import ReplayServer
 
     now = ms("2025-03-20T00:00") + 1500
+    # open interest: the replay serves none for binanceusdm; the store's (the sample's Hyperliquid
+    # history, the backtest's [data] open_interest_source) is joined as the backtest joins it
+    cfg = parse_config({"data": {"dir": str(source.root), "use_sample": True}})
     with ReplayServer(source.root, start=now, speed=0) as srv:
         feed = Feed(Gateway(make_exchange(EX, url=srv.url, rate_limit=False), "feed"), BTC, "1h",
-                    ms("2025-03-01"))
+                    ms("2025-03-01"), stored_open_interest=stored_open_interest(cfg))
         live = feed.frame(now)
         again = feed.frame(now)  # nothing new: the same frame, no duplicate rows
     stored = load_frame(source.root, EX, BTC, "1h", pd.Timestamp("2025-03-01", tz="UTC"),
-                        pd.Timestamp("2025-03-20", tz="UTC"), use_sample=False)
+                        pd.Timestamp("2025-03-20", tz="UTC"), use_sample=True)
     assert len(live) == 19 * 24 and live.index.equals(stored.index) and again.index.equals(live.index)
+    assert live["open_interest"].notna().sum() > 200  # the history starts 2025-03-08
     cols = ["open", "high", "low", "close", "volume", "mark_open", "mark_high", "mark_low", "mark_close",
-            "funding_rate"]
+            "funding_rate", "open_interest"]
     pd.testing.assert_frame_equal(live[cols], stored[cols], check_freq=False, check_names=False)
     assert live["funding_rate"].notna().sum() == 19 * 3  # every 8h settlement, at its bar's close
 
