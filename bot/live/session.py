@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets as _secrets
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,31 +118,55 @@ def build(cfg: Any, spec: Any, params: Any, *, broker: str, run: str | None, sta
           api_key: str | None = None, secret: str | None = None, console: Any = None, quiet: bool = False,
           replay_options: dict[str, Any] | None = None) -> Session:
     """A ready `Session` (module docstring). ``lockstep`` starts an in-process replay exchange."""
+    data = cfg.data
+    tf_ms = int(timeframe_to_timedelta(data.timeframe).total_seconds() * 1000)
+    folder = run_folder(cfg, run, spec.name)
+    fresh = not folder.exists()  # a run that fails to start leaves no folder behind
+    server = None
+    if lockstep and (start is None or end is None):
+        raise UserError("--replay needs --from and --to (the range the in-process replay exchange plays)")
+    try:
+        if lockstep:
+            server, exchange_url, api_key, secret = _replay(cfg, folder, start, replay_options)
+        return _assemble(cfg, spec, params, folder, server, broker=broker, start=start, end=end,
+                         exchange_url=exchange_url, lockstep=lockstep, api_key=api_key, secret=secret,
+                         console=console, quiet=quiet, tf_ms=tf_ms)
+    except BaseException:
+        if server is not None:
+            server.close()
+        if fresh and folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _replay(cfg: Any, folder: Path, start: pd.Timestamp,
+            options: dict[str, Any] | None) -> tuple[Any, str, str, str]:
+    """An in-process replay exchange over the stored data, its clock frozen at ``start`` (or where the
+    run's replay account left off), with an ephemeral test account whose key never leaves this process."""
+    from bot.data import stores_for
+    from bot.replay import ReplayServer
+
+    data = cfg.data
+    costs = cfg.costs.for_symbol(data.symbol)
+    api_key, secret = _secrets.token_hex(16), _secrets.token_hex(32)
+    folder.mkdir(parents=True, exist_ok=True)
+    account = folder / "replay-account.sqlite"  # the replay account continues when the run resumes
+    server = ReplayServer([s.root for s in stores_for(data.dir, data.use_sample)],
+                          start=None if account.exists() else _ms(start), speed=0,
+                          api_key=api_key, secret=secret, initial_balance=cfg.backtest.initial_cash,
+                          taker_fee=costs.taker_fee, slippage_bps=costs.slippage_bps,
+                          timeframe=data.timeframe, state=str(account), **(options or {})).start()
+    return server, server.url, api_key, secret
+
+
+def _assemble(cfg: Any, spec: Any, params: Any, folder: Path, server: Any, *, broker: str,
+              start: pd.Timestamp | None, end: pd.Timestamp | None, exchange_url: str | None, lockstep: bool,
+              api_key: str | None, secret: str | None, console: Any, quiet: bool, tf_ms: int) -> Session:
     from backtests.runner import params_dict
     from bot.exchange import make_exchange
     from bot.gateway import Gateway
 
     data = cfg.data
-    tf_ms = int(timeframe_to_timedelta(data.timeframe).total_seconds() * 1000)
-    folder = run_folder(cfg, run, spec.name)
-    server = None
-    if lockstep:
-        if start is None or end is None:
-            raise UserError("--replay needs --from and --to (the range the in-process replay exchange plays)")
-        from bot.data import stores_for
-        from bot.replay import ReplayServer
-
-        costs = cfg.costs.for_symbol(data.symbol)
-        # an ephemeral test account: its key never leaves this process
-        api_key, secret = _secrets.token_hex(16), _secrets.token_hex(32)
-        folder.mkdir(parents=True, exist_ok=True)
-        account = folder / "replay-account.sqlite"  # the replay account continues when the run resumes
-        server = ReplayServer([s.root for s in stores_for(data.dir, data.use_sample)],
-                              start=None if account.exists() else _ms(start), speed=0,
-                              api_key=api_key, secret=secret, initial_balance=cfg.backtest.initial_cash,
-                              taker_fee=costs.taker_fee, slippage_bps=costs.slippage_bps,
-                              timeframe=data.timeframe, state=str(account), **(replay_options or {})).start()
-        exchange_url = server.url
     store = RunStore(folder)
     log = EventLog(store, Redactor(api_key, secret), console, quiet)
     ex = make_exchange(data.exchange, url=exchange_url or None, rate_limit=not exchange_url, timeout=10_000,
@@ -185,8 +210,6 @@ def build(cfg: Any, spec: Any, params: Any, *, broker: str, run: str | None, sta
         runner = Runner(cfg, spec, params, store, b, feed, start_ms=int(meta["start_ms"]),
                         end_ms=meta.get("end_ms"), log=log, killswitch=kill, initial_cash=initial)
     except BaseException:
-        if server is not None:
-            server.close()
         store.close()
         raise
     return Session(runner, store, log, folder, server, gw)
