@@ -255,6 +255,13 @@ def test_live_refuses_without_confirm_and_with_a_literal_key(tmp_path, capsys, m
     assert code == 2 and "must name an environment variable" in err and key not in err
     code, err = _cascade(capsys, "paper", "--exchange-url", "http://127.0.0.1:9", "--config", "bad.toml")
     assert code == 2 and "must name an environment variable" in err and len(err.strip().splitlines()) == 1
+    code, err = _cascade(capsys, "paper", "--exchange-url", "http://127.0.0.1:9", "--strategy", EMA)
+    assert code == 2 and "CASCADE_API_KEY" in err  # the keys' variables are named, no key is asked for
+    monkeypatch.setenv("CASCADE_API_KEY", "test-key-0123")
+    monkeypatch.setenv("CASCADE_API_SECRET", "test-secret-4567")
+    code, err = _cascade(capsys, "paper", "--exchange-url", "http://127.0.0.1:9", "--strategy", EMA, "--run", "x")
+    assert code == 2 and "cannot reach the exchange" in err and "test-secret-4567" not in err
+    assert not (tmp_path / "runs" / "x").exists()  # nothing half-made on disk
 
 
 class Killed(BaseException):
