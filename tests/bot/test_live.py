@@ -409,3 +409,26 @@ def test_a_fill_the_exchange_reports_late_is_booked_once_and_protected(source, t
         assert_one_order_per_intent(s.server)
     finally:
         s.close()
+
+
+def test_halt_without_flattening_keeps_the_position_and_its_stop(source, tmp_path):
+    s = session(source, tmp_path, flatten_on_halt=False)
+    try:
+        drive(s, stop_at=ms("2025-03-27T04:00") + 1000)
+        pos = s.server.account.positions.get("BTCUSDT")
+        assert pos is not None
+        (s.folder / "HALT").touch()
+        drive(s, stop_at=ms("2025-03-27T07:00") + 1000)
+        states = [r[0] for r in s.store.db.execute("SELECT state FROM equity ORDER BY bar_ms DESC LIMIT 3")]
+        assert states == ["HALTED"] * 3
+        still = s.server.account.positions.get("BTCUSDT")
+        held = s.store.load_core()[0]
+        if still is not None:  # kept (unless its own stop closed it meanwhile), still protected
+            assert held.side == still["side"] and protected_once(s.server)
+        else:
+            assert s.store.trades()[-1]["exit_reason"] in ("stop", "liquidation")
+        after = [o for o in s.server.account.orders.values()
+                 if o["origType"] == "MARKET" and o["time"] >= ms("2025-03-27T04:00") + 1000]
+        assert after == []  # halted: no entry, and no flattening either
+    finally:
+        s.close()
