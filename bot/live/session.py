@@ -188,7 +188,10 @@ def _assemble(cfg: Any, spec: Any, params: Any, folder: Path, server: Any, *, br
     try:
         _check_meta(store, meta, folder)
         meta = store.get("meta")
-        gw = Gateway(ex, folder.name, backoff=0.2 if exchange_url else 1.0, on_event=_gateway_events(log))
+        # client ids derive from (run, bar, intent): the run is the folder's name plus its creation time, so a
+        # restart re-derives its own ids while another run of the same name on the account never collides
+        gw = Gateway(ex, f"{folder.name}@{meta['created']}", backoff=0.2 if exchange_url else 1.0,
+                     on_event=_gateway_events(log))
         if broker == "exchange":
             if not (api_key and secret):
                 raise UserError("trading through an exchange needs an API key and secret in the environment "
