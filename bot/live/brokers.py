@@ -52,9 +52,6 @@ class SimBroker:
 
     name = "sim"
 
-    def start(self, store: RunStore, log: Log) -> None:
-        """Nothing to reconcile: the persisted state is the whole truth."""
-
     def at_open(self, p: Any, br: Any, pos: Position, acct: Account, intent: Intent, k: int,
                 bar: Bar) -> tuple[Position, Account, list[Trade]]:
         """The pending intent filled at this bar's open, then the intrabar exit (`bot.core.bar_open`)."""
@@ -69,6 +66,7 @@ class SimBroker:
         return pos, acct, [], intent
 
     def wallet(self) -> float | None:
+        """No exchange: the core's books are the whole truth."""
         return None
 
 
@@ -88,12 +86,10 @@ class ExchangeBroker:
             last = {k: "CONTRACT_PRICE" for k in ("workingType",) if k in gateway.venue.stop_mark}
             gateway.venue = dataclasses.replace(gateway.venue, stop_mark=last, tp_mark=last)
 
-    # -- start / reconcile ---------------------------------------------------------------------
-
-    def start(self, store: RunStore, log: Log) -> None:
-        """Resend (idempotently) orders a crash may have left unsent or unbooked; see `settle_sending`."""
+    # -- reconcile -------------------------------------------------------------------------------
 
     def wallet(self) -> float | None:
+        """The exchange's wallet balance (USDT): realised PnL, fees and funding, margins included."""
         bal = self.gw.call("fetch balance", self.gw.exchange.fetch_balance)
         info = bal.get("info") or {}
         if "totalWalletBalance" in info:
