@@ -196,6 +196,7 @@ class LiveConfig(_Section):
     halt_file: str = "HALT"
     flatten_on_halt: bool = True
     stop_trigger: Literal["last", "mark"] = "last"
+    max_window_bars: int = Field(default=0, ge=0)
 
 
 class Config(_Section):

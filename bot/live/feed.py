@@ -6,7 +6,9 @@ traded bar minus the strategy's warm-up, the history a backtest of the same rang
 *now*, incrementally: each wake asks only for what is newer than the last row held. Only closed
 bars are kept (``open + timeframe <= now``; Binance also serves the forming one). The frame is
 joined with `bot.data.join_funding`, the same join the backtest's store frame uses, so the signals
-of bar ``k`` see exactly what a backtest sees at bar ``k``.
+of bar ``k`` see exactly what a backtest sees at bar ``k``. ``max_bars`` (``[live] max_window_bars``)
+bounds the window for runs of months: the signals are then those of a backtest whose data starts
+``max_bars`` bars back (identical for strategies whose warm-up fits, up to their forgetting).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class Feed:
 
     def __init__(self, gateway: Gateway, symbol: str, timeframe: str, anchor_ms: int, with_mark: bool = True,
                  with_funding: bool = True, with_open_interest: bool = True,
-                 stored_open_interest: Callable[[pd.DataFrame], pd.Series | None] | None = None) -> None:
+                 stored_open_interest: Callable[[pd.DataFrame], pd.Series | None] | None = None,
+                 max_bars: int = 0) -> None:
         self.gw = gateway
         self.symbol = symbol
         self.timeframe = timeframe
@@ -52,6 +55,7 @@ class Feed:
         self.with_open_interest = with_open_interest
         self._oi: list[dict[str, Any]] = []
         self.stored_open_interest = stored_open_interest
+        self.max_bars = int(max_bars)
 
     def _top_up(self, kind: str, now_ms: int) -> None:
         rows = self._rows[kind]
@@ -112,7 +116,12 @@ class Feed:
         self._top_up("last", now_ms)
         if not self._rows["last"]:
             return pd.DataFrame(columns=["open", "high", "low", "close", "volume"])
+        if self.max_bars and len(self._rows["last"]) > 2 * self.max_bars:  # bounded memory on long runs
+            for kind in ("last", "mark"):
+                self._rows[kind] = self._rows[kind][-self.max_bars:]
         frame = _frame(self._rows["last"])
+        if self.max_bars:
+            frame = frame.iloc[-self.max_bars:]
         if self.with_mark:
             self._top_up("mark", now_ms)
             if self._rows["mark"]:

@@ -206,7 +206,7 @@ def _assemble(cfg: Any, spec: Any, params: Any, folder: Path, server: Any, *, br
             b = SimBroker()
             initial = cfg.backtest.initial_cash
         feed = Feed(gw, data.symbol, data.timeframe, int(meta.get("anchor_ms", anchor_ms)),
-                    stored_open_interest=stored_open_interest(cfg))
+                    stored_open_interest=stored_open_interest(cfg), max_bars=cfg.live.max_window_bars)
         if store.get("meta", {}).get("anchor_ms") is None:
             store.put("meta", {**meta, "anchor_ms": anchor_ms})
         kill = KillSwitch(folder, cfg.live.halt_file, cfg.live.error_burst)

@@ -198,10 +198,12 @@ def test_the_fetched_window_is_the_backtests_frame(source):
                     ms("2025-03-01"), stored_open_interest=stored_open_interest(cfg))
         live = feed.frame(now)
         again = feed.frame(now)  # nothing new: the same frame, no duplicate rows
+        short = Feed(feed.gw, BTC, "1h", ms("2025-03-01"), max_bars=48).frame(now)  # [live] max_window_bars
     stored = load_frame(source.root, EX, BTC, "1h", pd.Timestamp("2025-03-01", tz="UTC"),
                         pd.Timestamp("2025-03-20", tz="UTC"), use_sample=True)
     assert len(live) == 19 * 24 and live.index.equals(stored.index) and again.index.equals(live.index)
     assert live["open_interest"].notna().sum() > 200  # the history starts 2025-03-08
+    pd.testing.assert_frame_equal(short[["open", "close", "funding_rate"]], live[["open", "close", "funding_rate"]].iloc[-48:])
     cols = ["open", "high", "low", "close", "volume", "mark_open", "mark_high", "mark_low", "mark_close",
             "funding_rate", "open_interest"]
     pd.testing.assert_frame_equal(live[cols], stored[cols], check_freq=False, check_names=False)
