@@ -81,7 +81,8 @@ class RunStore:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / DB_NAME
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        # one runner thread at a time uses it (tests drive it from a worker thread)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)

@@ -226,3 +226,43 @@ def test_paper_command_replays_and_prints_its_folder(source, tmp_path, monkeypat
     with pytest.raises(SystemExit) as done:
         main(["paper", "--config", "cfg.toml", "--strategy", EMA, "--replay", "--from", "2025-03-27"])
     assert done.value.code == 2 and "--replay needs --from and --to" in capsys.readouterr().err
+
+
+def test_paper_against_a_replay_exchange_on_its_own_fast_clock_makes_the_backtests_trades(source, tmp_path):
+    """Wall-clock mode: the replay exchange runs at 3600x (one 1h bar a second), the runner wakes on the
+    exchange's clock, orders go through ccxt; no bar missed or booked twice, the backtest's trades."""
+    import threading
+
+    from bot.live.runner import run_forever
+    from bot.replay import ReplayServer
+
+    end = "2025-03-27T08:00"
+    cfg = parse_config({"data": {"dir": str(source.root), "use_sample": False},
+                        "backtest": {"engine": "fast", "from": FROM, "to": end, "strategy": EMA},
+                        "live": {"runs_dir": str(tmp_path), "settle_seconds": 1.0, "poll_seconds": 0.02}})
+    bt = backtest_run(cfg, {"stop_atr": 2.0}).result.trades
+    spec, p = resolve_strategy(cfg, EMA, {"stop_atr": 2.0})
+    key, secret = "wall-key-5d1c", "wall-secret-9e27"
+    with ReplayServer(source.root, start=ms(FROM) - 2_000, speed=0, api_key=key, secret=secret,
+                      initial_balance=10_000.0, taker_fee=0.0005, slippage_bps=1.0, timeframe="1h") as srv:
+        s = build(cfg, spec, p, broker="exchange", run="wall", start=pd.Timestamp(FROM, tz="UTC"),
+                  end=pd.Timestamp(end, tz="UTC"), exchange_url=srv.url, api_key=key, secret=secret, quiet=True)
+        try:
+            srv.clock.speed = 3600.0
+            srv.clock.set(ms(FROM) - 2_000)
+            done: list[int] = []
+            gw = s.gateway
+            t = threading.Thread(target=lambda: done.append(run_forever(
+                s.runner, lambda: int(gw.call("time", gw.exchange.fetch_time)), poll_seconds=0.02,
+                max_polls=5_000)))
+            t.start()
+            t.join(60)
+            assert not t.is_alive() and done == [8]
+            assert "missed" not in {r[0] for r in s.store.db.execute("SELECT kind FROM events")}
+            paper = pd.DataFrame(s.store.trades())
+        finally:
+            s.close()
+    paper["entry_time"] = pd.to_datetime(paper["entry_ms"], unit="ms", utc=True)
+    paper["exit_time"] = pd.to_datetime(paper["exit_ms"], unit="ms", utc=True)
+    lines, diffs = compare_trades(bt, paper, 0.001)
+    assert diffs == 0 and len(bt) >= 2, "\n".join(lines)
