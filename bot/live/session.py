@@ -64,11 +64,32 @@ class Session:
     folder: Path
     server: Any = None  # in-process replay exchange (lock-step), if any
     gateway: Any = None
+    lock: Any = None  # the run folder's lock file, held while the runner lives
 
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
         self.store.close()
+        if self.lock is not None:
+            self.lock.close()  # releases the flock
+
+
+def _lock(folder: Path) -> Any:
+    """An exclusive lock on the run folder: two runners on one run would both trade it.
+
+    ``flock`` is released by the kernel when the process dies, SIGKILL included, so a restart after a
+    crash is never locked out.
+    """
+    import fcntl
+
+    fh = (folder / "runner.lock").open("a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise UserError(f"run {folder.name} is already running in another process ({folder}); stop it first "
+                        "or pick another --run") from None
+    return fh
 
 
 def _gateway_events(log: EventLog) -> Any:
@@ -122,18 +143,22 @@ def build(cfg: Any, spec: Any, params: Any, *, broker: str, run: str | None, sta
     tf_ms = int(timeframe_to_timedelta(data.timeframe).total_seconds() * 1000)
     folder = run_folder(cfg, run, spec.name)
     fresh = not folder.exists()  # a run that fails to start leaves no folder behind
-    server = None
+    server = lock = None
     if lockstep and (start is None or end is None):
         raise UserError("--replay needs --from and --to (the range the in-process replay exchange plays)")
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = _lock(folder)  # before anything touches the folder's files
         if lockstep:
             server, exchange_url, api_key, secret = _replay(cfg, folder, start, replay_options)
-        return _assemble(cfg, spec, params, folder, server, broker=broker, start=start, end=end,
+        return _assemble(cfg, spec, params, folder, server, lock, broker=broker, start=start, end=end,
                          exchange_url=exchange_url, lockstep=lockstep, api_key=api_key, secret=secret,
                          console=console, quiet=quiet, tf_ms=tf_ms)
     except BaseException:
         if server is not None:
             server.close()
+        if lock is not None:
+            lock.close()
         if fresh and folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -149,7 +174,6 @@ def _replay(cfg: Any, folder: Path, start: pd.Timestamp,
     data = cfg.data
     costs = cfg.costs.for_symbol(data.symbol)
     api_key, secret = _secrets.token_hex(16), _secrets.token_hex(32)
-    folder.mkdir(parents=True, exist_ok=True)
     account = folder / "replay-account.sqlite"  # the replay account continues when the run resumes
     server = ReplayServer([s.root for s in stores_for(data.dir, data.use_sample)],
                           start=None if account.exists() else _ms(start), speed=0,
@@ -159,7 +183,7 @@ def _replay(cfg: Any, folder: Path, start: pd.Timestamp,
     return server, server.url, api_key, secret
 
 
-def _assemble(cfg: Any, spec: Any, params: Any, folder: Path, server: Any, *, broker: str,
+def _assemble(cfg: Any, spec: Any, params: Any, folder: Path, server: Any, lock: Any, *, broker: str,
               start: pd.Timestamp | None, end: pd.Timestamp | None, exchange_url: str | None, lockstep: bool,
               api_key: str | None, secret: str | None, console: Any, quiet: bool, tf_ms: int) -> Session:
     from backtests.runner import params_dict
@@ -215,4 +239,4 @@ def _assemble(cfg: Any, spec: Any, params: Any, folder: Path, server: Any, *, br
     except BaseException:
         store.close()
         raise
-    return Session(runner, store, log, folder, server, gw)
+    return Session(runner, store, log, folder, server, gw, lock)

@@ -432,3 +432,16 @@ def test_halt_without_flattening_keeps_the_position_and_its_stop(source, tmp_pat
         assert after == []  # halted: no entry, and no flattening either
     finally:
         s.close()
+
+
+def test_one_runner_per_run_folder(source, tmp_path):
+    from bot.errors import UserError
+
+    s = session(source, tmp_path)
+    try:
+        with pytest.raises(UserError, match="already running"):
+            session(source, tmp_path)
+    finally:
+        s.close()
+    again = session(source, tmp_path)  # released on close (and by the kernel on SIGKILL)
+    again.close()
