@@ -227,6 +227,12 @@ class Runner:
             if end.reason != EXIT_NONE:
                 trades.append(end)
             wallet = self.broker.wallet() if latest else None
+            if wallet is not None and not is_last and abs(float(acct.cash) - wallet) > 0.01:
+                # the exchange's wallet is the truth (its fee tier, its funding mark, a transfer): adopt it,
+                # so sizing and protections see the real equity from the next bar on
+                self.log("drift", f"the core's wallet {acct.cash:.2f} differs from the exchange's {wallet:.2f}; "
+                                  "adopting the exchange's", t_ms, core=float(acct.cash), exchange=wallet)
+                acct = acct._replace(cash=wallet)
             reason = self.kill.reason(self.store) if latest else None
             if reason and not is_last:
                 pos, acct, intent = decide(p, br, pos, acct, HALTED, equity, float(bar.close), sig)

@@ -445,3 +445,23 @@ def test_one_runner_per_run_folder(source, tmp_path):
         s.close()
     again = session(source, tmp_path)  # released on close (and by the kernel on SIGKILL)
     again.close()
+
+
+def test_a_wallet_that_drifts_from_the_books_is_adopted(source, tmp_path):
+    s = session(source, tmp_path)
+    try:
+        drive(s, stop_at=ms("2025-03-27T05:00"))
+        acct = s.server.account
+        with acct.lock:  # money moved on the exchange outside the run (a transfer, another fee tier)
+            acct._set("cash", float(acct.kv["cash"]) + 123.45)
+            acct.flush()
+        drive(s, stop_at=ms("2025-03-27T06:00") + 1000)
+        drift = s.store.db.execute("SELECT message FROM events WHERE kind = 'drift'").fetchall()
+        assert len(drift) == 1 and "adopting" in drift[0][0]
+        core = s.store.load_core()[1]
+        assert abs(core.cash - acct.totals(acct.clock_ms)["wallet"]) < 1e-6
+        drive(s)
+        rows = s.store.db.execute("SELECT cash, exchange_equity FROM equity ORDER BY bar_ms").fetchall()
+        assert max(abs(c - w) for c, w in rows[-5:-1]) < 1e-6  # in step again afterwards
+    finally:
+        s.close()
