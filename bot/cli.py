@@ -39,6 +39,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("replay-server", "bot.commands.replay", "replay_server"),
     ("strategies", "bot.commands.strategies", "strategies"),
     ("record", "bot.commands.record", "record"),
+    ("paper", "bot.commands.paper", "paper"),
+    ("live", "bot.commands.paper", "live"),
+    ("status", "bot.commands.paper", "status"),
+    ("compare", "bot.commands.paper", "compare"),
 )
 
 

@@ -237,6 +237,20 @@ class OptimizeConfig(_Section):
     check_engine: Literal["backtrader", "fast", ""] = "backtrader"
 
 
+class LiveConfig(_Section):
+    """Paper and live trading (`cascade paper`, `cascade live`, `cascade status`)."""
+
+    runs_dir: Path = Path("runs")
+    settle_seconds: float = Field(default=2.0, ge=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
+    stale_bars: int = Field(default=1, ge=0)
+    error_burst: int = Field(default=5, ge=1)
+    halt_file: str = "HALT"
+    flatten_on_halt: bool = True
+    stop_trigger: Literal["last", "mark"] = "last"
+    max_window_bars: int = Field(default=0, ge=0)
+
+
 class Config(_Section):
     """The whole configuration file."""
 
@@ -249,6 +263,7 @@ class Config(_Section):
     replay: ReplayConfig = ReplayConfig()
     optimize: OptimizeConfig = OptimizeConfig()
     record: RecordConfig = RecordConfig()
+    live: LiveConfig = LiveConfig()
     liqmap: LiqMapParams = LiqMapParams()
     """The liquidation-map estimator (``cascade liqmap``, the report, and every strategy that uses it)."""
     strategies: dict[str, Any] = Field(default_factory=dict)
