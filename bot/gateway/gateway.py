@@ -232,7 +232,9 @@ class Gateway:
                 raise GatewayRefusedStart(event)
         for symbol in symbols:
             self._set_margin(symbol, leverage)
-            self.call("set_leverage", ex.set_leverage, leverage, symbol, fill(self.venue.leverage_params, leverage))
+            # Binance takes an integer leverage: "5.0" is answered with -4028 "Leverage 5.0 is not valid"
+            lev: float | int = int(leverage) if float(leverage).is_integer() else leverage
+            self.call("set_leverage", ex.set_leverage, lev, symbol, fill(self.venue.leverage_params, lev))
             self._event("config", f"{symbol}: isolated margin, leverage {leverage:g}", symbol=symbol,
                         leverage=leverage)
         self.started = True

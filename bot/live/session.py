@@ -221,8 +221,7 @@ def _assemble(cfg: Any, spec: Any, params: Any, folder: Path, server: Any, lock:
                 raise UserError("trading through an exchange needs an API key and secret in the environment "
                                 f"variables {cfg.exchange.api_key_env} / {cfg.exchange.secret_env}")
             lev = float(cfg.risk.max_leverage)
-            # Binance takes an integer leverage ("5.0" is -4028); the gateway passes the float through
-            gw.start([data.symbol], int(lev) if lev.is_integer() else lev)
+            gw.start([data.symbol], lev)
             b: Any = ExchangeBroker(gw, data.symbol, store, log, cfg.live.stop_trigger)
             initial = b.wallet() if store.load_core() is None else 0.0
         else:
