@@ -233,6 +233,8 @@ def _trades_of(folder: Path) -> pd.DataFrame:
     df = pd.read_csv(path)
     for c in ("entry_time", "exit_time"):
         df[c] = pd.to_datetime(df[c], utc=True)
+    # a backtest's trades.csv says long/short, the engines' tables +1/-1
+    df["side"] = df["side"].replace({"long": 1, "short": -1}).astype(int)
     return df
 
 
