@@ -63,6 +63,20 @@ def point_at(exchange: ccxt.Exchange, url: str) -> ccxt.Exchange:
     return exchange
 
 
+def client_settings(rate_limit: bool, url: str | None, config: dict[str, Any]) -> dict[str, Any]:
+    """ccxt constructor settings: client-side throttling, ``config``'s own settings and options, and
+    no currency listing (an endpoint other hosts lack) when ``url`` redirects the client."""
+    config = dict(config)
+    settings: dict[str, Any] = {"enableRateLimit": rate_limit}
+    options = dict(config.pop("options", None) or {})
+    if url:
+        options.setdefault("fetchCurrencies", False)
+    if options:
+        settings["options"] = options
+    settings.update(config)
+    return settings
+
+
 def make_exchange(
     exchange_id: str,
     url: str | None = None,
@@ -81,13 +95,7 @@ def make_exchange(
     ``config``         any other ccxt constructor setting (``timeout=5000``, ``options={...}``).
     """
     cls = exchange_class(exchange_id)
-    settings: dict[str, Any] = {"enableRateLimit": rate_limit}
-    options = dict(config.pop("options", None) or {})
-    if url:
-        options.setdefault("fetchCurrencies", False)
-    if options:
-        settings["options"] = options
-    settings.update(config)
+    settings = client_settings(rate_limit, url, config)
     for field, env in (("apiKey", api_key_env), ("secret", secret_env)):
         if env and os.environ.get(env):
             settings[field] = os.environ[env]

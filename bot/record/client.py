@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import ccxt.pro
 
 from bot.errors import UserError
-from bot.exchange import point_at
+from bot.exchange import client_settings, point_at
 
 
 def ws_base_for(url: str) -> str:
@@ -47,14 +47,7 @@ def make_pro_exchange(exchange_id: str, url: str | None = None, ws_url: str | No
     """An async ccxt.pro client; ``url`` redirects REST (and websockets unless ``ws_url`` is given)."""
     if exchange_id not in ccxt.pro.exchanges:
         raise UserError(f"ccxt.pro has no websocket client for '{exchange_id}'; use binanceusdm, bybit or okx")
-    settings: dict[str, Any] = {"enableRateLimit": rate_limit}
-    options = dict(config.pop("options", None) or {})
-    if url:
-        options.setdefault("fetchCurrencies", False)
-    if options:
-        settings["options"] = options
-    settings.update(config)
-    exchange = getattr(ccxt.pro, exchange_id)(settings)
+    exchange = getattr(ccxt.pro, exchange_id)(client_settings(rate_limit, url, config))
     if url:
         point_at(exchange, url)
     if ws_url or url:
