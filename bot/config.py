@@ -190,7 +190,7 @@ class ReplayConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
-    speed: float = Field(default=1.0, gt=0)
+    speed: float = Field(default=1.0, ge=0)  # 0 freezes the clock (moved by --clock-control)
     start: str = ""
     state: str = ""                     # account state file (SQLite); empty = in memory
     initial_balance: float = Field(default=10_000.0, gt=0)

@@ -49,7 +49,7 @@ def _trade(*, live: bool, strategy: str | None, params: list[str] | None, run: s
     cfg = with_overrides(load_config(config), "data", symbol=symbol, timeframe=timeframe)
     spec, p = resolve_strategy(cfg, strategy, _overrides(params))
     broker = "sim" if (sim or (not live and not exchange_url and not replay)) else "exchange"
-    needs_keys = broker == "exchange" and not replay
+    needs_keys = broker == "exchange" and not (replay and not exchange_url)  # an in-process replay makes its own
     key, secret = credentials(cfg.exchange.api_key_env, cfg.exchange.secret_env, needs_keys)
     t0, t1 = parse_utc(start or "", "--from"), parse_utc(end or "", "--to")
     console = Console(stderr=False)
@@ -86,7 +86,7 @@ def paper(
     param: _Param = None,
     run: _Run = None,
     exchange_url: Annotated[str | None, typer.Option("--exchange-url", help="Paper against this exchange (the replay exchange or a testnet) through the gateway.")] = None,
-    replay: Annotated[bool, typer.Option("--replay", help="Start an in-process replay exchange over the stored data and drive its clock bar by bar (needs --from/--to).")] = False,
+    replay: Annotated[bool, typer.Option("--replay", help="Lock-step: drive a replay exchange's clock bar by bar (needs --from/--to): the one at --exchange-url (started with --clock-control), else one started in process over the stored data.")] = False,
     sim: Annotated[bool, typer.Option("--sim", help="Simulate fills in process even with --exchange-url (prices only from the exchange).")] = False,
     start: Annotated[str | None, typer.Option("--from", help="First traded bar (UTC); default: the next bar.")] = None,
     end: Annotated[str | None, typer.Option("--to", help="Stop before this bar (UTC, exclusive); default: run until stopped.")] = None,

@@ -53,6 +53,7 @@ def replay_server(
     slow_seconds: Annotated[float, typer.Option("--slow-seconds", min=0.0, help="Delay of a 'slow' fault.")] = 2.0,
     trade_fault: Annotated[list[str] | None, typer.Option("--trade-fault", help=f"KIND=RATE, repeatable; kinds: {', '.join(TRADE_FAULT_KINDS)}.")] = None,
     fill_delay: Annotated[float, typer.Option("--fill-delay", min=0.0, help="Replay seconds a 'delayed_fill' waits.")] = 60.0,
+    clock_control: Annotated[bool, typer.Option("--clock-control", help="Let a client move the replay clock forward (POST /cascade/v1/clock?time=MS): lock-step paper runs from another process.")] = False,
     replay_timestamps: Annotated[bool, typer.Option("--replay-timestamps", help="Check signed timestamps against the replay clock (clients: adjustForTimeDifference).")] = False,
     log_requests: Annotated[bool, typer.Option("--log-requests", help="Print one line per request on stderr.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="Config file (default ./config.toml).")] = None,
@@ -77,7 +78,7 @@ def replay_server(
                           log_requests=log_requests, api_key=api_key, secret=secret, state=r.state or None,
                           initial_balance=r.initial_balance, market_costs=_market_costs(cfg), trade_faults=trade_faults,
                           timeframe=r.timeframe or None, read_timeout=r.read_timeout,
-                          replay_timestamps=replay_timestamps).start()
+                          replay_timestamps=replay_timestamps, clock_control=clock_control).start()
     now = server.clock.now_ms()
     typer.echo(f"replay exchange (binanceusdm) serving {', '.join(sorted(m.symbol for m in server.data.markets.values()))}")
     typer.echo(f"clock {pd.Timestamp(now, unit='ms', tz='UTC').isoformat()} at {r.speed:g}x; Ctrl-C to stop")

@@ -62,7 +62,7 @@ class Session:
     store: RunStore
     log: EventLog
     folder: Path
-    server: Any = None  # in-process replay exchange (lock-step), if any
+    server: Any = None  # the replay exchange whose clock a lock-step run drives (in process or remote)
     gateway: Any = None
     lock: Any = None  # the run folder's lock file, held while the runner lives
 
@@ -138,18 +138,21 @@ def build(cfg: Any, spec: Any, params: Any, *, broker: str, run: str | None, sta
           end: pd.Timestamp | None, exchange_url: str | None = None, lockstep: bool = False,
           api_key: str | None = None, secret: str | None = None, console: Any = None, quiet: bool = False,
           replay_options: dict[str, Any] | None = None) -> Session:
-    """A ready `Session` (module docstring). ``lockstep`` starts an in-process replay exchange."""
+    """A ready `Session` (module docstring). ``lockstep`` drives a replay exchange's clock bar by bar:
+    the one at ``exchange_url`` (started with ``--clock-control``), else one started in process."""
     data = cfg.data
     tf_ms = int(timeframe_to_timedelta(data.timeframe).total_seconds() * 1000)
     folder = run_folder(cfg, run, spec.name)
     fresh = not folder.exists()  # a run that fails to start leaves no folder behind
     server = lock = None
     if lockstep and (start is None or end is None):
-        raise UserError("--replay needs --from and --to (the range the in-process replay exchange plays)")
+        raise UserError("--replay needs --from and --to (the range the lock-step run plays)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = _lock(folder)  # before anything touches the folder's files
-        if lockstep:
+        if lockstep and exchange_url:
+            server = RemoteReplay(exchange_url)
+        elif lockstep:
             server, exchange_url, api_key, secret = _replay(cfg, folder, start, replay_options)
         return _assemble(cfg, spec, params, folder, server, lock, broker=broker, start=start, end=end,
                          exchange_url=exchange_url, lockstep=lockstep, api_key=api_key, secret=secret,
@@ -162,6 +165,33 @@ def build(cfg: Any, spec: Any, params: Any, *, broker: str, run: str | None, sta
         if fresh and folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+class RemoteReplay:
+    """A replay exchange in another process (``cascade replay-server --clock-control``) whose clock
+    this process moves forward, one bar close at a time, for a lock-step run."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.clock = self  # the in-process server's ``server.clock.set(ms)`` interface
+
+    def set(self, ms: int) -> None:
+        """Move the replay clock to ``ms`` (epoch milliseconds)."""
+        import urllib.error
+        import urllib.request
+
+        from bot.replay.server import CLOCK_PATH
+
+        request = urllib.request.Request(f"{self.url}{CLOCK_PATH}?time={int(ms)}", data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                reply.read()
+        except (urllib.error.URLError, OSError) as err:
+            raise UserError(f"cannot move the replay clock at {self.url} ({err}); start it with "
+                            "'cascade replay-server --clock-control'") from None
+
+    def close(self) -> None:
+        """Nothing to stop: the server belongs to its own process."""
 
 
 def _replay(cfg: Any, folder: Path, start: pd.Timestamp,

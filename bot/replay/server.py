@@ -31,7 +31,7 @@ from bot.config import CostsConfig
 from bot.errors import UserError
 from bot.replay.account import Account
 from bot.replay.accounting import Costs
-from bot.replay.api import BinanceUsdmApi
+from bot.replay.api import ApiError, BinanceUsdmApi, Request, Route
 from bot.replay.auth import Authenticator
 from bot.replay.clock import ReplayClock
 from bot.replay.faults import FAULT_KINDS, FaultConfig, FaultPicker, TradeFaults
@@ -41,7 +41,10 @@ from bot.replay.store import StateFile
 from bot.store import Store
 from bot.timeframes import parse_utc
 
-__all__ = ["FAULT_KINDS", "FaultConfig", "ReplayClock", "ReplayServer", "TradeFaults"]
+CLOCK_PATH = "/cascade/v1/clock"
+"""The replay's own clock-control endpoint (not Binance's; served only with ``clock_control``)."""
+
+__all__ = ["CLOCK_PATH", "FAULT_KINDS", "FaultConfig", "ReplayClock", "ReplayServer", "TradeFaults"]
 
 
 class ReplayServer:
@@ -63,6 +66,9 @@ class ReplayServer:
     ``timeframe``  the bars the matching engine books (default: finest with candles and mark)
     ``read_timeout``  seconds a connection may stay silent before it is dropped
     ``replay_timestamps``  check signed timestamps against the replay clock instead of the wall clock
+    ``clock_control``  also serve ``POST /cascade/v1/clock?time=MS`` (loopback, like every endpoint):
+               moves the replay clock forward to ``MS``, so a runner in another process can drive
+               it bar by bar (lock-step: ``cascade paper --exchange-url URL --replay``)
 
     ``with ReplayServer(d, start="2025-02-01") as srv: ccxt_client_for(srv.url) ...``
     """
@@ -89,6 +95,7 @@ class ReplayServer:
         timeframe: str | None = None,
         read_timeout: float = 10.0,
         replay_timestamps: bool = False,
+        clock_control: bool = False,
     ) -> None:
         self._family, self._bind = resolve_loopback(host, port)
         if not initial_balance > 0:
@@ -120,6 +127,8 @@ class ReplayServer:
         self.clock.set(self._start_ms(start))
         if api_key and secret:
             self.api.authenticate = Authenticator(api_key, secret, self.clock.now_ms if replay_timestamps else None)
+        if clock_control:
+            self.api.register("POST", CLOCK_PATH, Route(self._set_clock))
         self.faults = FaultPicker(faults or FaultConfig())
         self.weight_limit = weight_limit
         self.log_requests = log_requests
@@ -129,6 +138,19 @@ class ReplayServer:
         self._thread: threading.Thread | None = None
         self._weight_lock = threading.Lock()
         self._weight_minute, self._weight_used = -1, 0
+
+    def _set_clock(self, req: Request) -> dict[str, int]:
+        """``POST /cascade/v1/clock?time=MS``: the replay clock to ``MS`` (forward only, as time goes)."""
+        raw = req.params.get("time", "")
+        if not raw.isdigit():
+            raise ApiError(400, -1102, "Mandatory parameter 'time' was not sent, was empty/null, or malformed.")
+        ms = int(raw)
+        if ms < self.clock.now_ms():
+            raise ApiError(400, -1100, f"time {ms} is before the replay clock ({self.clock.now_ms()}); "
+                                       "the clock only moves forward")
+        with self.account.lock:  # not while a request books the account up to "now"
+            self.clock.set(ms)
+        return {"serverTime": self.clock.now_ms()}
 
     def _start_ms(self, start: str | pd.Timestamp | int | None) -> int:
         resumed = self.account.clock_ms

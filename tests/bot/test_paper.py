@@ -268,3 +268,45 @@ def test_paper_against_a_replay_exchange_on_its_own_fast_clock_makes_the_backtes
     paper["exit_time"] = pd.to_datetime(paper["exit_ms"], unit="ms", utc=True)
     lines, diffs = compare_trades(bt, paper, 0.001)
     assert diffs == 0 and len(bt) >= 2, "\n".join(lines)
+
+
+def test_lockstep_against_a_replay_server_process_makes_the_backtests_trades(source, tmp_path):
+    """`cascade replay-server --clock-control` in its own process; `cascade paper --exchange-url URL
+    --replay` drives its clock bar by bar over HTTP: every bar booked once, the backtest's trades."""
+    import os
+    import subprocess
+    import sys
+
+    end = "2025-03-28T12:00"
+    key, secret = "lockstep-key-4b1e", "lockstep-secret-77c2"
+    env = {**os.environ, "CASCADE_API_KEY": key, "CASCADE_API_SECRET": secret}
+    cfg_file = tmp_path / "cfg.toml"
+    cfg_file.write_text(f'[data]\ndir = "{source.root}"\nuse_sample = false\n'
+                        f'[live]\nruns_dir = "{tmp_path / "runs"}"\nsettle_seconds = 1.0\n'
+                        '[risk]\nmax_leverage = 5\n')
+    cascade = str(Path(sys.executable).parent / "cascade")
+    server = subprocess.Popen([cascade, "replay-server", "--config", str(cfg_file), "--port", "0", "--speed", "0",
+                               "--start", "2025-03-26T23:59:58", "--timeframe", "1h", "--clock-control"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = next(line.split()[1] for line in server.stdout if line.startswith("url "))
+        run = subprocess.run([cascade, "paper", "--config", str(cfg_file), "--strategy", EMA, "--param", "stop_atr=2",
+                              "--exchange-url", url, "--replay", "--from", FROM, "--to", end, "--run", "remote",
+                              "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+    finally:
+        server.terminate()
+        server.wait(30)
+    folder = tmp_path / "runs" / "remote"
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    decided = [e["bar"] for e in events if e["kind"] == "decision"]
+    bars = pd.date_range(FROM, end, freq="1h", tz="UTC", inclusive="left")
+    assert len(decided) == len(bars) == len(set(decided)) and not [e for e in events if e["kind"] == "missed"]
+    cfg = parse_config({"data": {"dir": str(source.root), "use_sample": False},
+                        "backtest": {"engine": "fast", "from": FROM, "to": end, "strategy": EMA}})
+    bt = backtest_run(cfg, {"stop_atr": 2.0}).result.trades
+    lines, diffs = compare_trades(bt, trades_csv(folder), 0.001)
+    assert diffs == 0 and len(bt) >= 2, "\n".join(lines)
+    for path in folder.rglob("*"):  # the keys the server and the runner shared are in no file of the run
+        if path.is_file():
+            assert key.encode() not in path.read_bytes() and secret.encode() not in path.read_bytes()
