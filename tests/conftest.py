@@ -52,3 +52,20 @@ def _bars(close: np.ndarray | list[float], freq: str = "1h", spread: float = 0.2
 def make_bars() -> Callable[..., pd.DataFrame]:
     """``make_bars(close, freq="1h", spread=0.2)``: bars opening at the previous close, high/low ± spread."""
     return _bars
+
+
+@pytest.fixture(scope="session")
+def btc_trading_store(tmp_path_factory) -> Callable[[str, str], object]:
+    """``btc_trading_store(first, last)``: a store holding the sample's Binance BTC/USDT:USDT 1h candles,
+    mark candles and funding from ``first`` to ``last`` — what the replay exchange trades on."""
+    from bot.data import SAMPLE_DIR
+    from bot.store import DatasetKey, Store
+
+    def build(first: str, last: str) -> Store:
+        sample, store = Store(SAMPLE_DIR), Store(tmp_path_factory.mktemp("btc-trading"))
+        for kind, tf in (("ohlcv", "1h"), ("mark", "1h"), ("funding_rate", "")):
+            key = DatasetKey("binanceusdm", "BTC/USDT:USDT", kind, tf)
+            store.write(key, sample.read(key).loc[first:last])
+        return store
+
+    return build

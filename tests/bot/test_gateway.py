@@ -8,7 +8,6 @@ import ccxt
 import pandas as pd
 import pytest
 
-from bot.data import SAMPLE_DIR
 from bot.errors import UserError
 from bot.exchange import make_exchange
 from bot.gateway import (
@@ -20,7 +19,7 @@ from bot.gateway import (
     client_order_id,
 )
 from bot.replay import FaultConfig, ReplayServer
-from bot.store import DatasetKey, Store
+from bot.store import Store
 
 EX, BTC = "binanceusdm", "BTC/USDT:USDT"
 KEY, SECRET = "gw-key", "gw-secret"
@@ -33,12 +32,8 @@ def ms(ts: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Store:
-    sample, store = Store(SAMPLE_DIR), Store(tmp_path_factory.mktemp("gateway"))
-    for kind, tf in (("ohlcv", "1h"), ("mark", "1h"), ("funding_rate", "")):
-        key = DatasetKey(EX, BTC, kind, tf)
-        store.write(key, sample.read(key).loc["2025-03-01":"2025-04-15"])
-    return store
+def source(btc_trading_store) -> Store:
+    return btc_trading_store("2025-03-01", "2025-04-15")
 
 
 def replay(source: Store, **kw) -> ReplayServer:

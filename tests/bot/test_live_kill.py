@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.data import SAMPLE_DIR
 from bot.live.store import RunStore
 from bot.replay import ReplayServer
-from bot.store import DatasetKey, Store
+from bot.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 EMA = str(ROOT / "examples" / "ema_cross.py")
@@ -28,12 +27,8 @@ SPEED = 900.0  # one 1h bar every 4 s
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Store:
-    sample, store = Store(SAMPLE_DIR), Store(tmp_path_factory.mktemp("kill-data"))
-    for kind, tf in (("ohlcv", "1h"), ("mark", "1h"), ("funding_rate", "")):
-        key = DatasetKey(EX, BTC, kind, tf)
-        store.write(key, sample.read(key).loc["2025-02-25":"2025-04-05"])
-    return store
+def source(btc_trading_store) -> Store:
+    return btc_trading_store("2025-02-25", "2025-04-05")
 
 
 def invariants(srv: ReplayServer) -> None:

@@ -15,10 +15,9 @@ from backtests.runner import run as backtest_run
 from bot.cli import app
 from bot.commands.paper import compare_trades, status_data
 from bot.config import parse_config
-from bot.data import SAMPLE_DIR
 from bot.live.runner import lockstep
 from bot.live.session import build
-from bot.store import DatasetKey, Store
+from bot.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 EMA = str(ROOT / "examples" / "ema_cross.py")
@@ -31,12 +30,8 @@ def ms(ts: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Store:
-    sample, store = Store(SAMPLE_DIR), Store(tmp_path_factory.mktemp("paper-data"))
-    for kind, tf in (("ohlcv", "1h"), ("mark", "1h"), ("funding_rate", "")):
-        key = DatasetKey(EX, BTC, kind, tf)
-        store.write(key, sample.read(key).loc["2025-02-25":"2025-04-05"])
-    return store
+def source(btc_trading_store) -> Store:
+    return btc_trading_store("2025-02-25", "2025-04-05")
 
 
 def config(source: Store, runs: Path, **risk):
