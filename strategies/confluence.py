@@ -1,13 +1,20 @@
 """Confluence: weighted votes of the three strategy families (methods.md §A.5, §B.2, §C.4).
 
 Each family runs with its own default parameters: :mod:`strategies.liq_asymmetry` (A-Magnet),
-:mod:`strategies.funding_reversal` (B-Reset + extreme fade) and :mod:`strategies.sr_levels` (bounce +
-breakout/retest). Its vote at bar ``t`` is the side of its held target (+1, −1 or 0), and
+:mod:`strategies.funding_reversal` (B-Reset + extreme fade), :mod:`strategies.sr_levels` (bounce +
+breakout/retest) and the "cascade" family, :mod:`strategies.liq_asymmetry`'s continuation rule
+(A-Cascade) with this strategy's ``realised`` setting: with realised liquidations in the frame its fuel
+is the realised cascade flag, with the model's consumption as the fallback (``"auto"``), or realised
+only (``"realised"``), or the model only (``"model"``); see :mod:`strategies.liq_asymmetry`. Its vote at
+bar ``t`` is the side of its held target (+1, −1 or 0), and
 
-    vote_t = w_liq·side_liq + w_funding·side_funding + w_sr·side_sr.
+    vote_t = w_liq·side_liq + w_funding·side_funding + w_sr·side_sr + w_cascade·side_cascade.
+
+``w_cascade`` defaults to 0: the cascade family then neither votes nor contributes a stop or a
+take-profit, and the result is the three-family confluence.
 
 The families' signal frames do not depend on this strategy's parameters (other than the shared
-``liqmap``): they are the ``features`` hook, computed once by the optimiser.
+``liqmap`` and ``realised``): they are the ``features`` hook, computed once by the optimiser.
 
 Enter long on the bar where ``vote`` rises to ``≥ threshold`` (short: falls to ``≤ −threshold``); with
 unit weights the default threshold 1.5 means two families agree and the third does not oppose. Hold
@@ -19,13 +26,13 @@ Stop: the tightest stop among the families voting for the trade, but at least ``
 from the entry close (a family without a stop contributes none; if none has one the ATR stop is
 used). Take-profit: the nearest take-profit among those families, NaN if none.
 
-Fixed (not tuned by :func:`suggest`): the three families' default parameters, ``exit_vote = 0``,
-``atr_n = 14``.
+Fixed (not tuned by :func:`suggest`, which keeps to six parameters): the families' default
+parameters, ``w_cascade``, ``realised``, ``exit_vote = 0``, ``atr_n = 14``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -50,33 +57,39 @@ class Params:
     w_liq: float = 1.0
     w_funding: float = 1.0
     w_sr: float = 1.0
+    w_cascade: float = 0.0  # the continuation (cascade) family's weight; 0 = three-family confluence
     threshold: float = 1.5
     exit_vote: float = 0.0
     stop_atr: float = 1.5
     max_hold_hours: float = 72.0
     atr_n: int = 14
     liqmap: LiqMapParams = LiqMapParams()  # the estimator (config [liqmap]) the families share
+    realised: Literal["auto", "model", "realised"] = "auto"  # the cascade family's fuel (liq_asymmetry)
 
 
-def _family_params(p: Params) -> tuple[liq_asymmetry.Params, funding_reversal.Params, sr_levels.Params]:
-    return (liq_asymmetry.Params(liqmap=p.liqmap), funding_reversal.Params(), sr_levels.Params(liqmap=p.liqmap))
+def _family_params(p: Params) -> tuple[liq_asymmetry.Params, funding_reversal.Params, sr_levels.Params,
+                                        liq_asymmetry.Params]:
+    return (liq_asymmetry.Params(liqmap=p.liqmap), funding_reversal.Params(), sr_levels.Params(liqmap=p.liqmap),
+            liq_asymmetry.Params(variant="continuation", liqmap=p.liqmap, realised=p.realised))
 
 
-def family_signals(frame: pd.DataFrame, liqmap: LiqMapParams = LiqMapParams()) -> dict[str, pd.DataFrame]:
-    """The three families' signal frames with their default parameters (liquidation features shared)."""
-    return features(frame, Params(liqmap=liqmap))["families"]
+def family_signals(frame: pd.DataFrame, liqmap: LiqMapParams = LiqMapParams(),
+                   realised: Literal["auto", "model", "realised"] = "auto") -> dict[str, pd.DataFrame]:
+    """The four families' signal frames with their default parameters (liquidation features shared)."""
+    return features(frame, Params(liqmap=liqmap, realised=realised))["families"]
 
 
 def features(frame: pd.DataFrame, p: Params) -> dict:
-    """``{"liq", "levels", "families"}``: the shared liquidation features, the levels and the three
-    families' signal frames; depends on ``p.liqmap`` only."""
-    lp, fp, sp = _family_params(p)
+    """``{"liq", "levels", "families"}``: the shared liquidation features, the levels and the four
+    families' signal frames; depends on ``p.liqmap`` and ``p.realised`` only."""
+    lp, fp, sp, cp = _family_params(p)
     lq = liq_asymmetry.liq_features(frame, p.liqmap)
     sr_fe = sr_levels.features(frame, sp, liq=lq)
     families = {
         "liq": liq_asymmetry.signals(frame, lp, {"liq": lq}),
         "funding": funding_reversal.signals(frame, fp),
         "sr": sr_levels.signals(frame, sp, sr_fe),
+        "cascade": liq_asymmetry.signals(frame, cp, liq_asymmetry.features(frame, cp, liq=lq)),
     }
     return {"liq": lq, "levels": sr_fe["levels"], "families": families}
 
@@ -91,7 +104,7 @@ def signals(frame: pd.DataFrame, p: Params, features: dict | None = None) -> pd.
         return flat(frame)
     tf = infer_timeframe(frame.index)
     fam = (features if features is not None else _features(frame, p))["families"]
-    weights = {"liq": p.w_liq, "funding": p.w_funding, "sr": p.w_sr}
+    weights = {"liq": p.w_liq, "funding": p.w_funding, "sr": p.w_sr, "cascade": p.w_cascade}
     sides = {k: np.sign(v["target"].to_numpy(np.float64)) for k, v in fam.items()}
     vote = sum(weights[k] * sides[k] for k in fam)
     prev = np.r_[0.0, vote[:-1]]
@@ -150,8 +163,9 @@ def suggest(trial: optuna.Trial) -> Params:
 
 
 def _family_warmup(p: Params) -> pd.Timedelta:
-    lp, fp, sp = _family_params(p)
-    return max(liq_asymmetry.warmup(lp), funding_reversal.warmup(fp), sr_levels.warmup(sp),
+    lp, fp, sp, cp = _family_params(p)
+    cascade = liq_asymmetry.warmup(cp) if p.w_cascade != 0 else pd.Timedelta(0)
+    return max(liq_asymmetry.warmup(lp), funding_reversal.warmup(fp), sr_levels.warmup(sp), cascade,
                bar_lookback(3 * p.atr_n))
 
 
@@ -169,7 +183,7 @@ SPEC = StrategySpec(
     suggest=suggest,
     warmup=warmup,
     features=features,
-    feature_params=("liqmap",),
+    feature_params=("liqmap", "realised"),
     description="Confluence: weighted votes of the liquidation-map, funding and support/resistance "
                 "families; enter when enough of them agree.",
 )

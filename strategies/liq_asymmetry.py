@@ -13,6 +13,14 @@ Features come from :func:`strategies.features.liquidation_map.liquidation_featur
   ``cons_q`` quantile of the non-zero consumptions of the last ``cons_days``, and it closed in the top
   third of its range (above the consumed lots): long for ``hold_hours`` (default 4 bars of 1 h) or until
   the next dense cluster above (take-profit). Mirror on long consumption.
+  With realised liquidations in the frame (``liq_long_usd``/``liq_short_usd``, issue 14) the "fuel"
+  leg reads what the venues reported instead of the model, per ``realised``: ``"auto"`` (default)
+  takes the realised short-cascade flag (:func:`~strategies.features.realised.realised_features`:
+  the bar's realised short notional strictly above the ``cons_q`` quantile of the non-zero realised
+  short notionals of the past ``cons_days``, at least 20 of them) on the bars where that flag exists
+  and the model's rule above elsewhere (outside the recorded spans, or before 20 past bars had
+  liquidations); ``"realised"`` enters only where the flag exists; ``"model"`` ignores realised
+  data. The close-in-range leg, stop, target and hold are unchanged. Mirror with the long cascade.
 * ``"exhaustion"`` (A-Exhaustion): the long fuel within 5 % ``L_dn(5 %)`` fell by ``≥ fuel_drop``
   (60 %) from its 24 h maximum, OI fell ``≥ oi_drop`` (3 %) in 24 h and the close is ``≥ 2·ATR`` below
   the close 24 h ago; the first bar closing above its open within ``arm_hours`` of the latest such
@@ -30,11 +38,14 @@ features' warm-up: the map's (:func:`~strategies.features.liquidation_map.warmup
 plus the z-score or quantile window.
 
 The ``features`` hook is the liquidation map's per-bar features (``liqmap``: the estimator's
-parameters, ``[liqmap]`` in the config): parameter-independent, computed once by the optimiser.
+parameters, ``[liqmap]`` in the config) plus, when the frame has realised liquidations and
+``realised != "model"``, the realised-liquidation features (window ``cons_days``, quantile
+``cons_q``): parameter-independent, computed once by the optimiser. The magnet's consumed-exit and
+the exhaustion rule always use the model.
 
 Fixed (not tuned by :func:`suggest`): the map parameters, ``ema_n = 50``, ``z_days = 30``,
 ``cluster_buf``, ``max_stop_atr = 6``, ``consumed_exit``, ``min_rr``, the continuation and exhaustion
-thresholds.
+thresholds, ``realised``.
 """
 
 from __future__ import annotations
@@ -58,13 +69,16 @@ from strategies.features.indicators import (
     rolling_zscore,
 )
 from strategies.features.liquidation_map import LiqMapParams, liquidation_features, warmup_days
+from strategies.features.realised import RealisedParams, has_realised, realised_features
 
 if TYPE_CHECKING:  # optuna is needed only by the search space
     import optuna
 
-__all__ = ["SPEC", "Params", "features", "liq_features", "signals", "suggest", "warmup"]
+__all__ = ["SPEC", "Params", "continuation_fuel", "features", "liq_features", "realised_params", "signals",
+           "suggest", "warmup"]
 
 _DEFAULT_HOLD_HOURS = {"magnet": 72.0, "continuation": 4.0, "exhaustion": 48.0}
+_CONS_MIN_HISTORY = 20  # past non-zero consumptions (model) / liquidations (realised) before a quantile
 
 
 def liq_features(frame: pd.DataFrame, params: LiqMapParams = LiqMapParams()) -> pd.DataFrame:
@@ -96,6 +110,7 @@ class Params:
     arm_hours: float = 12.0
     atr_n: int = 14
     liqmap: LiqMapParams = LiqMapParams()  # the estimator (config [liqmap])
+    realised: Literal["auto", "model", "realised"] = "auto"  # continuation fuel: realised liquidations or the map
 
 
 def _first_after(setup: pd.Series, trigger: pd.Series, within: int) -> pd.Series:
@@ -112,9 +127,31 @@ def _first_after(setup: pd.Series, trigger: pd.Series, within: int) -> pd.Series
     return pd.Series(ok, index=setup.index)
 
 
-def features(frame: pd.DataFrame, p: Params) -> dict[str, pd.DataFrame]:
-    """``{"liq": liquidation features}``: depends on ``p.liqmap`` only."""
-    return {"liq": liq_features(frame, p.liqmap)}
+def realised_params(p: Params) -> RealisedParams:
+    """The realised-liquidation features the continuation rule reads: its own window and quantile."""
+    return RealisedParams(window_days=p.cons_days, cascade_quantile=p.cons_q, min_history=_CONS_MIN_HISTORY)
+
+
+def features(frame: pd.DataFrame, p: Params, liq: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """``{"liq": liquidation features}``, plus ``"realised"`` (realised-liquidation features) when the
+    frame has realised liquidations and ``p.realised != "model"``: depends on ``p.liqmap``,
+    ``p.realised``, ``p.cons_days`` and ``p.cons_q`` only (:data:`SPEC`'s ``feature_params``).
+
+    ``liq``: this frame's :func:`liq_features` for ``p.liqmap`` when already computed (confluence).
+    """
+    out = {"liq": liq if liq is not None else liq_features(frame, p.liqmap)}
+    if p.realised != "model" and has_realised(frame):
+        out["realised"] = realised_features(frame, realised_params(p))
+    return out
+
+
+def continuation_fuel(model: pd.Series, flag: pd.Series | None, mode: str) -> pd.Series:
+    """The continuation rule's fuel leg per bar: the realised cascade ``flag`` (1.0/0.0, NaN = no
+    verdict) where it has a verdict, else the ``model`` leg (``"auto"``) or no entry (``"realised"``)."""
+    fallback = pd.Series(False, index=model.index) if mode == "realised" else model
+    if mode == "model" or flag is None:
+        return fallback
+    return flag.eq(1.0).where(flag.notna(), fallback).astype(bool)
 
 
 def _hold_hours(p: Params) -> float:
@@ -136,7 +173,8 @@ def signals(frame: pd.DataFrame, p: Params, features: dict | None = None) -> pd.
     if n < 3:
         return flat(frame)
     tf = infer_timeframe(frame.index)
-    lq = (features if features is not None else _features(frame, p))["liq"]
+    fe = features if features is not None else _features(frame, p)
+    lq = fe["liq"]
     close = frame["close"]
     P = close.to_numpy(np.float64)
     a = atr(frame, p.atr_n).to_numpy()
@@ -177,12 +215,17 @@ def signals(frame: pd.DataFrame, p: Params, features: dict | None = None) -> pd.
     elif p.variant == "continuation":
         w = bars_for(p.cons_days * 24.0, tf)
         cs, cl = lq["liq_consumed_short"], lq["liq_consumed_long"]
-        q_s = past_quantile(cs.where(cs > 0), w, p.cons_q, min_periods=20)
-        q_l = past_quantile(cl.where(cl > 0), w, p.cons_q, min_periods=20)
+        q_s = past_quantile(cs.where(cs > 0), w, p.cons_q, min_periods=_CONS_MIN_HISTORY)
+        q_l = past_quantile(cl.where(cl > 0), w, p.cons_q, min_periods=_CONS_MIN_HISTORY)
+        rf = fe.get("realised") if p.realised != "model" else None
+        fuel_long = continuation_fuel((cs > 0) & (cs >= q_s), None if rf is None else rf["liq_cascade_short"],
+                                      p.realised)
+        fuel_short = continuation_fuel((cl > 0) & (cl >= q_l), None if rf is None else rf["liq_cascade_long"],
+                                       p.realised)
         hi, lo = frame["high"], frame["low"]
         rng = hi - lo
-        go_long = (cs > 0) & (cs >= q_s) & (close >= hi - rng / 3.0) & (rng > 0)
-        go_short = (cl > 0) & (cl >= q_l) & (close <= lo + rng / 3.0) & (rng > 0)
+        go_long = fuel_long & (close >= hi - rng / 3.0) & (rng > 0)
+        go_short = fuel_short & (close <= lo + rng / 3.0) & (rng > 0)
         long_tp, short_tp = up_px * (1.0 - buf), dn_px * (1.0 + buf)
         long_sl, short_sl = long_stop(dn_px), short_stop(up_px)
     else:  # exhaustion
@@ -260,7 +303,7 @@ SPEC = StrategySpec(
     suggest=suggest,
     warmup=warmup,
     features=features,
-    feature_params=("liqmap",),
+    feature_params=("liqmap", "realised", "cons_days", "cons_q"),
     description="Liquidation-map asymmetry: trade toward the heavier side of the map (magnet), with a "
                 "liquidation cascade (continuation), or after a long/short flush (exhaustion).",
 )
