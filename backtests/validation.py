@@ -1,4 +1,4 @@
-"""Validate the liquidation map against realised liquidations (methods.md §A.3, "Calibration").
+"""Validate the liquidation map against realised liquidations (docs/methods.md §A.3, "Calibration").
 
 The model's per-bar consumed notional (``liq_consumed_long``/``liq_consumed_short``: the
 liquidations it predicts in the bar) is compared with what a venue reported

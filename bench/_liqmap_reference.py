@@ -1,4 +1,4 @@
-"""Straightforward NumPy reference of the liquidation-map estimator (methods.md §A.3, §A.4).
+"""Straightforward NumPy reference of the liquidation-map estimator (docs/methods.md §A.3, §A.4).
 
 It implements the same model as :mod:`strategies.features.liquidation_map`, written the obvious
 way: a flat array of lots, and every step of every bar is a vectorised NumPy operation over

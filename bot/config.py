@@ -101,7 +101,7 @@ def _duration(value: str) -> str:
 Duration = Annotated[str, AfterValidator(_duration)]
 
 
-# the cost defaults, declared once (methods.md §D.3.6: Binance VIP0 taker; 2 bp unless a market says less)
+# the cost defaults, declared once (docs/methods.md §D.3.6: Binance VIP0 taker; 2 bp unless a market says less)
 TAKER_FEE = 0.0005
 SLIPPAGE_BPS = 2.0
 
@@ -126,7 +126,7 @@ def _market_key(symbol: str) -> str:
 
 
 class CostsConfig(_Section):
-    """Fees and slippage per market (methods.md §D.3.6), shared by backtests, paper and live trading.
+    """Fees and slippage per market (docs/methods.md §D.3.6), shared by backtests, paper and live trading.
 
     ``taker_fee``/``slippage_bps`` apply to every market not listed in ``markets`` (keys: unified
     symbols such as ``"BTC/USDT:USDT"`` or exchange ids such as ``"BTCUSDT"``).
@@ -211,7 +211,7 @@ class RecordConfig(_Section):
 
 
 class OptimizeConfig(_Section):
-    """Defaults for `cascade optimize` (methods.md §E; README "Optimisation")."""
+    """Defaults for `cascade optimize` (docs/methods.md §E; README "Optimisation")."""
 
     trials: int = Field(default=100, ge=1)
     objective: str = "sharpe"

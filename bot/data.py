@@ -1,7 +1,7 @@
 """Build the frame contract (docs/architecture.md) from the store.
 
 Every auxiliary series is joined by its availability time onto the bar **close**, backward
-only (methods.md §0.2): a bar ``[t, t+tf)`` sees funding settled in ``(t, t+tf]``, the last
+only (docs/methods.md §0.2): a bar ``[t, t+tf)`` sees funding settled in ``(t, t+tf]``, the last
 open-interest snapshot taken at or before ``t+tf``, and liquidation events in ``[t, t+tf)``.
 """
 

@@ -1,4 +1,4 @@
-"""Confluence: weighted votes of the three strategy families (methods.md §A.5, §B.2, §C.4).
+"""Confluence: weighted votes of the three strategy families (docs/methods.md §A.5, §B.2, §C.4).
 
 Each family runs with its own default parameters: :mod:`strategies.liq_asymmetry` (A-Magnet),
 :mod:`strategies.funding_reversal` (B-Reset + extreme fade), :mod:`strategies.sr_levels` (bounce +

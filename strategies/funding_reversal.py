@@ -1,4 +1,4 @@
-"""Funding reversal: the B-Reset and extreme-fade rules of methods.md §B.2.
+"""Funding reversal: the B-Reset and extreme-fade rules of docs/methods.md §B.2.
 
 Rules (``rule``: ``"reset"``, ``"fade"`` or ``"both"``), decided at bar close:
 
@@ -44,7 +44,7 @@ __all__ = ["SPEC", "Params", "features", "signals", "suggest", "warmup"]
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Params:
-    """Parameters of the funding-reversal strategy (methods.md §B.2)."""
+    """Parameters of the funding-reversal strategy (docs/methods.md §B.2)."""
 
     rule: Literal["reset", "fade", "both"] = "both"
     z_entry: float = 2.0

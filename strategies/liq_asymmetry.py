@@ -1,4 +1,4 @@
-"""Liquidation-map asymmetry: the A-Magnet, A-Cascade and A-Exhaustion rules of methods.md §A.5.
+"""Liquidation-map asymmetry: the A-Magnet, A-Cascade and A-Exhaustion rules of docs/methods.md §A.5.
 
 Features come from :func:`strategies.features.liquidation_map.liquidation_features` (§A.3–A.4, default
 :class:`LiqMapParams`). At bar close ``t`` with price ``P``, per ``variant``:
@@ -88,7 +88,7 @@ def liq_features(frame: pd.DataFrame, params: LiqMapParams = LiqMapParams()) -> 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Params:
-    """Parameters of the liquidation-asymmetry strategy (methods.md §A.5)."""
+    """Parameters of the liquidation-asymmetry strategy (docs/methods.md §A.5)."""
 
     variant: Literal["magnet", "continuation", "exhaustion"] = "magnet"
     band: Literal[5, 10, 20] = 10  # X in percent for A(X)

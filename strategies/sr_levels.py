@@ -1,4 +1,4 @@
-"""Support/resistance: the bounce and breakout/retest rules of methods.md §C.4.
+"""Support/resistance: the bounce and breakout/retest rules of docs/methods.md §C.4.
 
 Zones come from :func:`strategies.features.levels.level_features` (§C.1–C.3: confirmed pivots,
 tolerance clustering, strength score, top 3 zones above and below the close). At bar close ``t``:
@@ -52,7 +52,7 @@ __all__ = ["SPEC", "Params", "features", "signals", "suggest", "warmup"]
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Params:
-    """Parameters of the support/resistance strategy (methods.md §C.4)."""
+    """Parameters of the support/resistance strategy (docs/methods.md §C.4)."""
 
     rule: Literal["bounce", "breakout", "retest", "all"] = "all"
     pivot_n: int = 5  # pivot left = right

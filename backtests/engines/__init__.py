@@ -9,7 +9,7 @@ Both are thin loops over the one core (`bot.core`: docs/architecture.md, "Execut
 * sizing at the decision with the close as expected entry, scaled by ``|target|`` and by the risk
   state (REDUCING: ``reduce_size_factor``);
 * each position is isolated with leverage ``min(risk.max_leverage, bracket max)``; its liquidation
-  price follows methods.md §D.1 and is recomputed after every funding payment, which is taken from
+  price follows docs/methods.md §D.1 and is recomputed after every funding payment, which is taken from
   (or added to) its margin, and the stop is re-clamped to it (§B.3, §D.3.4, §D.3.5). A liquidation
   price inside the entry bar's mark range liquidates; a liquidation loses the margin: it is booked at
   the bankruptcy price without exit fee (§D.3.2, §D.3.3);

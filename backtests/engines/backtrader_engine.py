@@ -201,7 +201,7 @@ class SignalTrader(bt.Strategy):
             raise _BooksError(f"bar {k}: order {order.ref} filled at {bits[0].price}, the core says {price}")
         comm = order.executed.comm
         if liquidation:
-            # liquidations pay no exit fee (the forfeited margin covers it, methods.md §D.3.3)
+            # liquidations pay no exit fee (the forfeited margin covers it, docs/methods.md §D.3.3)
             self.broker.add_cash(comm)
             self.cash_pending += comm
         elif not math.isclose(comm, fee, rel_tol=1e-12, abs_tol=1e-12):

@@ -109,7 +109,7 @@ def resolve_costs(costs: MarketCosts | CostsConfig | None, symbol: str | None) -
 
 
 def funding_marks(mark_open: np.ndarray, mark_close: np.ndarray) -> np.ndarray:
-    """Return the mark price at each bar's close time τ: the next bar's mark open (methods.md §B.3).
+    """Return the mark price at each bar's close time τ: the next bar's mark open (docs/methods.md §B.3).
 
     The mark kline starting at τ opens at the mark price at τ; the last bar has no next bar and uses
     its own mark close.

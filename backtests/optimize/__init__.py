@@ -1,4 +1,4 @@
-"""Optimisation: optuna walk-forward tuning with overfitting gates (methods.md §E).
+"""Optimisation: optuna walk-forward tuning with overfitting gates (docs/methods.md §E).
 
 Modules: :mod:`~backtests.optimize.adapter` (strategies, data, engines: the one seam),
 :mod:`~backtests.optimize.folds`, :mod:`~backtests.optimize.objective`,

@@ -70,7 +70,7 @@ class Strategy:
         return self._signals(frame, p, **{self._feature_kw: features})
 
     def n_free_params(self) -> int:
-        """How many parameters :attr:`suggest` tunes (methods.md §E.5 item 3)."""
+        """How many parameters :attr:`suggest` tunes (docs/methods.md §E.5 item 3)."""
         import optuna
 
         study = optuna.create_study(storage=optuna.storages.InMemoryStorage())

@@ -1,4 +1,4 @@
-"""Walk-forward folds: in-sample / embargo / out-of-sample windows (methods.md §E.1).
+"""Walk-forward folds: in-sample / embargo / out-of-sample windows (docs/methods.md §E.1).
 
 Windows are half-open bar ranges ``[start, stop)`` of positions into the loaded frame. Rolling folds
 move the whole in-sample window by ``step``; anchored folds keep the first in-sample bar. The first

@@ -1,6 +1,6 @@
-"""Overfitting statistics and gates (methods.md §E.2, §E.3, §E.5).
+"""Overfitting statistics and gates (docs/methods.md §E.2, §E.3, §E.5).
 
-Conventions (fixed here; the formulas follow methods.md §E.3 literally):
+Conventions (fixed here; the formulas follow docs/methods.md §E.3 literally):
 
 * Sharpe ratios fed to PSR/DSR/MinTRL are **non-annualised**, at the sampling frequency of the
   returns (daily here); skewness and kurtosis are the bias-corrected sample moments (pandas'

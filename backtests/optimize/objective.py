@@ -1,4 +1,4 @@
-"""Trial evaluation: a parameter set on a window of bars, scored robustly (methods.md §E.1).
+"""Trial evaluation: a parameter set on a window of bars, scored robustly (docs/methods.md §E.1).
 
 One **evaluation** = one trial on one fold's in-sample window. The window is cut into
 ``n_blocks`` contiguous sub-blocks, each backtested on its own (flat at its start); signals are

@@ -1,4 +1,4 @@
-"""Choosing a fold's parameters: plateau selection, not the argmax (methods.md §E.1, §E.5 item 7).
+"""Choosing a fold's parameters: plateau selection, not the argmax (docs/methods.md §E.1, §E.5 item 7).
 
 Each parameter is placed on ``[0, 1]`` by its optuna distribution (log scale when the distribution is
 log, the index for categoricals' neighbours is "same category"). Two trials are **neighbours** when

@@ -5,7 +5,7 @@ y. Colour is the estimated liquidation notional per price bin, summed over longs
 a log scale so that clusters stand out from the background. The close is drawn on top. At the
 right sits the map at one bar as a side profile: long liquidation levels below price, short
 levels above, in two colours. The estimator is :mod:`strategies.features.liquidation_map`
-(methods.md §A.3).
+(docs/methods.md §A.3).
 
 Only the display is downsampled. Prices are summed into at most ``max_rows`` rows, and the
 close line is thinned to at most ``max_points`` points, keeping each group's high and low.

@@ -1,6 +1,6 @@
 """`cascade liqmap`: estimate the liquidation map, draw its heatmap, print the asymmetry.
 
-The estimator is :mod:`strategies.features.liquidation_map` (methods.md §A.3–§A.4), and its
+The estimator is :mod:`strategies.features.liquidation_map` (docs/methods.md §A.3–§A.4), and its
 parameters come from the ``[liqmap]`` table of the config. The map needs history to forget its
 empty start, so bars from ``warmup_days`` before ``--from`` are loaded and run too, but only
 ``--from``…``--to`` is drawn.

@@ -1,7 +1,7 @@
 """Booking: open a position, settle funding on it, close it (docs/architecture.md, "Execution semantics").
 
 * `open_position` — a market entry filled at ``price``: taker fee on the notional; the isolated margin
-  ``WB = notional / L`` with ``L = min(max_leverage, bracket max)`` (methods.md §D.3.7); the
+  ``WB = notional / L`` with ``L = min(max_leverage, bracket max)`` (docs/methods.md §D.3.7); the
   liquidation price (§D.1, brackets re-selected at LP) and the bankruptcy price; the stop (from the
   strategy or the risk stop mode) pulled inside ``LP ± buffer·|EP − LP|`` (§D.3.4).
 * `settle_funding` — at a settlement τ on the position held then: ``flow = −side·qty·MP(τ)·rate``
@@ -29,14 +29,14 @@ from bot.risk.stops import clamp_to_liquidation, entry_stop
 
 @nb.njit(cache=True, inline="always")
 def taker_fee(p: RiskParams, qty: float, price: float) -> float:
-    """Return the taker fee of a fill of ``qty`` at ``price`` (on notional, methods.md §D.3.6)."""
+    """Return the taker fee of a fill of ``qty`` at ``price`` (on notional, docs/methods.md §D.3.6)."""
     return qty * price * p.taker_fee
 
 
 @nb.njit(cache=True, inline="always")
 def funding_flow(side: int, qty: float, mark: float, rate: float) -> float:
     """Return the cash a position of ``side`` and ``qty`` receives at a funding settlement:
-    ``−side · qty · mark · rate`` (longs pay a positive rate, methods.md §B.3)."""
+    ``−side · qty · mark · rate`` (longs pay a positive rate, docs/methods.md §B.3)."""
     return -side * qty * mark * rate
 
 

@@ -30,7 +30,7 @@ class Bar(NamedTuple):
     mark_high: float
     mark_low: float
     funding_rate: float  # settled at this bar's close (NaN = no settlement)
-    funding_mark: float  # the mark price at that settlement time (methods.md §B.3)
+    funding_mark: float  # the mark price at that settlement time (docs/methods.md §B.3)
 
 
 class Signal(NamedTuple):
@@ -50,7 +50,7 @@ class Position(NamedTuple):
     qty: float  # > 0
     entry: float  # fill price
     margin: float  # isolated wallet balance WB (funding is taken from / added to it)
-    liq_price: float  # methods.md §D.1, recomputed after every funding payment
+    liq_price: float  # docs/methods.md §D.1, recomputed after every funding payment
     bankruptcy_price: float  # where WB is gone: a liquidation is booked here
     stop: float  # current protective stop (NaN = none)
     stop0: float  # stop at the entry (reported in the trade)

@@ -57,7 +57,7 @@ CostsFor = Callable[[str], Costs]
 
 
 def brackets(symbol: str) -> Brackets:
-    """The leverage brackets of ``symbol`` (methods.md §D.2), BTCUSDT's when none are stored."""
+    """The leverage brackets of ``symbol`` (docs/methods.md §D.2), BTCUSDT's when none are stored."""
     return brackets_for(symbol)
 
 
@@ -113,7 +113,7 @@ def max_leverage(notional: float, b: Brackets) -> float:
 
 
 def liq_price(side: int, qty: float, entry: float, wallet: float, b: Brackets) -> float:
-    """Isolated liquidation price (methods.md §D.1, bracket re-selection)."""
+    """Isolated liquidation price (docs/methods.md §D.1, bracket re-selection)."""
     return float(liquidation_price(int(side), float(qty), float(entry), float(wallet), b.cap, b.mmr, b.cum))
 
 

@@ -5,7 +5,7 @@ Matching, decided once and tested in ``tests/bot/test_matching.py``:
 * **Bars.** The engine steps through the bars of one timeframe (``timeframe``; default the finest
   stored timeframe that has both candles and mark-price candles) and books a bar when it has
   closed on the replay clock: conditional orders, own liquidation, then funding, in the order of
-  the backtest (docs/architecture.md "Execution semantics", methods.md §D.3.2).
+  the backtest (docs/architecture.md "Execution semantics", docs/methods.md §D.3.2).
 * **Market orders** fill at the open of the bar that contains *now* (the backtest's "next bar's
   open" for an order sent at a bar close), slipped by the backtest's slippage and bounded by that
   bar's range (as in the backtest, the bound uses that bar's high/low, which are complete only at
@@ -31,7 +31,7 @@ Matching, decided once and tested in ``tests/bot/test_matching.py``:
   ``notional / leverage`` (``-2027`` when the leverage exceeds the bracket's maximum); an order
   whose margin plus fee exceeds the available balance gets ``-2019``. Funding settles into the
   isolated margin at each settlement inside a bar, on the bar's mark close; the liquidation price
-  follows methods.md §D.1; a liquidation loses the whole isolated margin. Every formula is called
+  follows docs/methods.md §D.1; a liquidation loses the whole isolated margin. Every formula is called
   through :mod:`bot.replay.accounting`.
 * **Client ids** (``newClientOrderId``, ``clientAlgoId``) are unique per account for the whole
   life of the state file: reusing one gets ``-4116`` (Binance only promises uniqueness among open
@@ -163,7 +163,7 @@ class Ledger:
     def _bar(self, m: MarketSpec, i: int, bars: _Series, marks: _Series | None) -> _Bar:
         c = bars.columns
         bar = (float(c["open"][i]), float(c["high"][i]), float(c["low"][i]))
-        mark, mark_close = bar, float(c["close"][i])  # no mark data: the last price stands in (architecture.md)
+        mark, mark_close = bar, float(c["close"][i])  # no mark data: the last price stands in (docs/architecture.md)
         next_open = float(c["open"][i + 1]) if i + 1 < len(bars) and bars.times[i + 1] == bars.available[i] \
             else math.nan
         if marks is not None:

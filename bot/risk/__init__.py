@@ -9,10 +9,10 @@ Modules:
 
 * `sizing` — risk per trade, fixed fraction, volatility target, capped Kelly; leverage and bracket caps.
 * `stops` — fixed %, ATR, trailing ATR (only tightens), strategy stops; ATR itself.
-* `brackets` — Binance tiered brackets (methods.md §D.2) and ``brackets_binance.json``.
-* `liquidation` — isolated-margin liquidation and bankruptcy prices (methods.md §D.1).
+* `brackets` — Binance tiered brackets (docs/methods.md §D.2) and ``brackets_binance.json``.
+* `liquidation` — isolated-margin liquidation and bankruptcy prices (docs/methods.md §D.1).
 * `protections` — the ACTIVE / REDUCING / HALTED state machine.
-* `execution` — fill prices, intrabar exit order (methods.md §D.3.2), the target → order rule.
+* `execution` — fill prices, intrabar exit order (docs/methods.md §D.3.2), the target → order rule.
 * `params` — `RiskConfig` and a market's costs as the typed `RiskParams` the numba functions take.
 """
 

@@ -1,10 +1,10 @@
-"""Binance USDⓈ-M leverage brackets (methods.md §D.2): tier lookup, maintenance amounts, leverage caps.
+"""Binance USDⓈ-M leverage brackets (docs/methods.md §D.2): tier lookup, maintenance amounts, leverage caps.
 
 The brackets live in ``brackets_binance.json`` next to this module: a dated copy of the *current*
 brackets (Binance publishes no history), so every backtest declares that it uses today's tiers for
 its whole period. The file stores each tier's notional floor and cap, maintenance margin rate
 (MMR) and maximum leverage; the maintenance amount ``cum`` is derived by the recursion of
-methods.md §D.1, ``cum_n = cum_{n-1} + floor_n · (mmr_n − mmr_{n-1})`` with ``cum_1 = 0``.
+docs/methods.md §D.1, ``cum_n = cum_{n-1} + floor_n · (mmr_n − mmr_{n-1})`` with ``cum_1 = 0``.
 
 A notional ``N`` belongs to the first tier whose cap is ``≥ N`` (caps inclusive, Binance's
 ``notionalFloor < N ≤ notionalCap``); notionals above the last cap use the last tier.
@@ -168,7 +168,7 @@ def max_notional(equity: float, leverage: float, floor: np.ndarray, cap: np.ndar
                  max_leverage: np.ndarray) -> float:
     """Return the largest notional ``N`` with ``N ≤ leverage·equity`` and ``N ≤ maxLev(bracket(N))·equity``.
 
-    methods.md §D.3.7: the leverage of a position may not exceed its bracket's maximum. Since the
+    docs/methods.md §D.3.7: the leverage of a position may not exceed its bracket's maximum. Since the
     maximum falls as the notional grows, the answer is the best over tiers of
     ``min(cap_i, maxLev_i·equity, leverage·equity)`` among candidates that land in tier ``i``.
     """

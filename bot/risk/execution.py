@@ -12,7 +12,7 @@ may lie outside the bar's traded range):
   ``T``;
 * the end-of-data close is a market order at the last close.
 
-**Intrabar order** for an open position (long shown; shorts mirror), methods.md §D.3.2:
+**Intrabar order** for an open position (long shown; shorts mirror), docs/methods.md §D.3.2:
 
 1. mark open at or beyond the liquidation price → liquidation (gap);
 2. on the entry bar, mark low at or beyond LP → liquidation (entry and liquidation in one bar: the

@@ -1,4 +1,4 @@
-"""Isolated-margin liquidation and bankruptcy prices of the bot's own position (methods.md §D.1, §D.3).
+"""Isolated-margin liquidation and bankruptcy prices of the bot's own position (docs/methods.md §D.1, §D.3).
 
 One-way mode, isolated margin, size ``Q > 0``, entry ``EP``, side ``s`` (+1 long, −1 short), isolated
 wallet balance ``WB`` and the bracket's maintenance rate ``m`` and amount ``cum``:

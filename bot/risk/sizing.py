@@ -2,7 +2,7 @@
 
 Every size is a quantity in base units (BTC, ETH) for an order decided at a bar close, with the close
 as the expected entry price. Whatever the method, the notional is then capped by ``max_leverage ×
-equity`` and by the leverage bracket of the notional (methods.md §D.2, §D.3.7), and scaled by the
+equity`` and by the leverage bracket of the notional (docs/methods.md §D.2, §D.3.7), and scaled by the
 signal's magnitude ``|target|``.
 
 * **risk per trade** — the loss if the stop is hit, including a taker fee on both fills and

@@ -10,7 +10,7 @@ Stop modes (``risk.stop``):
   replaces the stop only if it is tighter.
 
 A stop may not sit beyond the liquidation price: it is pulled to ``LP ± buffer·|EP − LP|``
-(freqtrade's ``liquidation_buffer``, methods.md §D.3.4), at the entry and again whenever funding moves
+(freqtrade's ``liquidation_buffer``, docs/methods.md §D.3.4), at the entry and again whenever funding moves
 the liquidation price (`bot.core`).
 
 >>> trail_stop(95.0, 110.0, 1, 2.0, 2.0)

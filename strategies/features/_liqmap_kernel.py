@@ -1,4 +1,4 @@
-"""Numba kernel of the liquidation-map estimator (methods.md §A.3, metrics §A.4).
+"""Numba kernel of the liquidation-map estimator (docs/methods.md §A.3, metrics §A.4).
 
 The model and its conventions are documented in :mod:`strategies.features.liquidation_map`;
 this module holds only the compiled bar loop. Everything here takes NumPy arrays and scalars.

@@ -1,4 +1,4 @@
-"""Funding-rate features (methods.md §B.1–B.2), computed on the settlement series.
+"""Funding-rate features (docs/methods.md §B.1–B.2), computed on the settlement series.
 
 The frame carries ``funding_rate`` on the bar whose *close* is the settlement time (NaN elsewhere;
 docs/architecture.md frame contract), so a settlement is known at that bar's close. Every statistic is
@@ -71,7 +71,7 @@ FUNDING_COLUMNS: tuple[str, ...] = (
 
 
 class FundingParams(BaseModel):
-    """Parameters of :func:`funding_features`; defaults are the project defaults of methods.md §B.2."""
+    """Parameters of :func:`funding_features`; defaults are the project defaults of docs/methods.md §B.2."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -2,7 +2,7 @@
 
 Every function here is causal: the value at row ``t`` depends on rows ``<= t`` only, so it passes the
 prefix test of docs/architecture.md (computed on ``x[:k]`` it equals the full result at ``k - 1``).
-Point-in-time rules follow methods.md §0.2: rolling statistics use data up to the decision only, and
+Point-in-time rules follow docs/methods.md §0.2: rolling statistics use data up to the decision only, and
 "past-only" statistics (z-score baselines, trailing quantiles) exclude the current row.
 
 Contents
@@ -93,7 +93,7 @@ def daily_atr_pct(frame: pd.DataFrame, n: int = 14) -> pd.Series:
 
     Daily candles are resampled from the frame (a day ``[d, d+1)`` is known at ``d+1``). A bar whose close
     time is ``t1`` sees the ATR of the last day that ended at or before ``t1``, divided by its own close.
-    Used for the squeeze threshold of methods.md §B.2.4 (``3·ATR14_daily/P``). A partial first day is
+    Used for the squeeze threshold of docs/methods.md §B.2.4 (``3·ATR14_daily/P``). A partial first day is
     kept as a day (the same in every prefix, so the prefix test still holds).
     """
     if len(frame) < 2:
@@ -166,7 +166,7 @@ def rolling_zscore(
     robust: bool = False,
     sigma_floor: float = 0.0,
 ) -> pd.Series:
-    """Past-only z-score: ``z_k = (x_k − μ)/σ`` with μ, σ over ``x_{k−window..k−1}`` (methods.md §B.2.1).
+    """Past-only z-score: ``z_k = (x_k − μ)/σ`` with μ, σ over ``x_{k−window..k−1}`` (docs/methods.md §B.2.1).
 
     The current value is *not* in its own baseline. σ is the sample standard deviation (ddof = 1); the
     robust variant uses the median and ``1.4826·MAD``. σ is floored at ``sigma_floor`` (a step-like
@@ -205,7 +205,7 @@ def _percentile_kernel(x, window, min_periods):  # pragma: no cover - numba
 
 
 def rolling_percentile(x: pd.Series, window: int, min_periods: int | None = None) -> pd.Series:
-    """Percentile of ``x_k`` among the window ``x_{k−window..k}`` (methods.md §B.2.2), in [0, 1].
+    """Percentile of ``x_k`` among the window ``x_{k−window..k}`` (docs/methods.md §B.2.2), in [0, 1].
 
     ``p_k = (#{j: x_j < x_k} + ½·#{j: x_j = x_k}) / m`` over the ``m`` non-NaN *other* values
     ``x_{k−window}, …, x_{k−1}``: 1 when ``x_k`` exceeds all of them, 0 when below all, ties count half
@@ -219,7 +219,7 @@ def rolling_percentile(x: pd.Series, window: int, min_periods: int | None = None
 def past_quantile(x: pd.Series, window: int, q: float, min_periods: int | None = None) -> pd.Series:
     """Quantile ``q`` of ``x_{k−window..k−1}`` (excluding row ``k``; NaN values skipped).
 
-    The trailing threshold for "this bar is extreme relative to the recent past" (methods.md §0.2:
+    The trailing threshold for "this bar is extreme relative to the recent past" (docs/methods.md §0.2:
     thresholds use only data before the decision). Linear interpolation, as pandas.
     """
     mp = max(1, window // 4) if min_periods is None else int(min_periods)

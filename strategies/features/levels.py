@@ -1,4 +1,4 @@
-"""Support/resistance zones without look-ahead (methods.md §C.1–C.3).
+"""Support/resistance zones without look-ahead (docs/methods.md §C.1–C.3).
 
 Pipeline, recomputed at every bar ``t`` from data up to its close:
 
@@ -66,7 +66,7 @@ LEVEL_COLUMNS: tuple[str, ...] = tuple(
 
 
 class LevelParams(BaseModel):
-    """Parameters of :func:`level_features`; defaults are the project defaults of methods.md §C."""
+    """Parameters of :func:`level_features`; defaults are the project defaults of docs/methods.md §C."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -145,7 +145,7 @@ def _find_pivots(high, low, left, right):  # pragma: no cover - numba
 
 
 def pivots(frame: pd.DataFrame, left: int = 5, right: int = 5) -> pd.DataFrame:
-    """Confirmed pivots of ``frame`` (methods.md §C.1), one row per pivot, in order of the pivot bar.
+    """Confirmed pivots of ``frame`` (docs/methods.md §C.1), one row per pivot, in order of the pivot bar.
 
     Columns: ``kind`` ("high"/"low"), ``price``, ``pivot_time`` (open time of bar ``j``),
     ``confirm_time`` (open time of bar ``j + right``: the pivot is known at that bar's close and may be
@@ -424,7 +424,7 @@ def _run(frame: pd.DataFrame, p: LevelParams, liq: pd.DataFrame | None, dump: bo
 def level_features(
     frame: pd.DataFrame, params: LevelParams = LevelParams(), liq: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """Top support/resistance zones at every bar (module docstring; methods.md §C).
+    """Top support/resistance zones at every bar (module docstring; docs/methods.md §C).
 
     Columns ``level_{up,dn}_{1,2,3}_{lo,hi,score}`` (zones above / below the close, ``_1`` nearest of
     the three best-scored; NaN when fewer exist), ``level_atr`` (the ATR used), ``level_n_zones``,

@@ -1,4 +1,4 @@
-"""The liquidation-map estimator's parameters (methods.md §A.3), light enough for the config to import.
+"""The liquidation-map estimator's parameters (docs/methods.md §A.3), light enough for the config to import.
 
 Re-exported by :mod:`strategies.features.liquidation_map`, which holds the estimator itself.
 """
@@ -13,11 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = ["DEFAULT_TIERS", "LiqMapParams"]
 
 DEFAULT_TIERS: tuple[tuple[float, float], ...] = ((5.0, 0.15), (10.0, 0.30), (25.0, 0.25), (50.0, 0.20), (100.0, 0.10))
-"""(leverage, weight) pairs of the default leverage mix (methods.md §A.3)."""
+"""(leverage, weight) pairs of the default leverage mix (docs/methods.md §A.3)."""
 
 
 class LiqMapParams(BaseModel):
-    """Parameters of the liquidation-map estimator (methods.md §A.3 defaults).
+    """Parameters of the liquidation-map estimator (docs/methods.md §A.3 defaults).
 
     Percent fields (``*_pct``) are in percent. ``kernel_h`` and ``dense_quantile`` are fractions.
     """

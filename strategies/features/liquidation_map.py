@@ -1,7 +1,7 @@
-"""Liquidation map estimator and its asymmetry features (methods.md §A.3, §A.4, §D.1).
+"""Liquidation map estimator and its asymmetry features (docs/methods.md §A.3, §A.4, §D.1).
 
 The exchange does not publish where leveraged positions would be liquidated. The model
-rebuilds it from public data (docs: methods.md §A.3, "a superset of gptprojectmanager's model
+rebuilds it from public data (docs: docs/methods.md §A.3, "a superset of gptprojectmanager's model
 with the defects fixed"). It keeps *lots*: one side, one leverage tier, one bar, each with a
 notional in USD and an exact liquidation price. At each bar's close, in this order:
 
@@ -305,7 +305,7 @@ def liquidation_heatmap(frame: pd.DataFrame, params: LiqMapParams = LiqMapParams
 
 
 def warmup_days(params: LiqMapParams = LiqMapParams()) -> float:
-    """Days of history after which the map has forgotten its empty start (methods.md §0.2).
+    """Days of history after which the map has forgotten its empty start (docs/methods.md §0.2).
 
     The window drops every lot after ``window_days``. But consumption and the side split of
     removals depend on the whole map, so older history still leaks in, through the ratio of

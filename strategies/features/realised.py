@@ -3,7 +3,7 @@
 Input: the frame contract's ``liq_long_usd`` / ``liq_short_usd`` (USD liquidated in the bar, by
 liquidated side; NaN on bars outside every recorded span, 0 on covered bars without events),
 and, for the calibration, the map's modelled consumption ``liq_consumed_long`` /
-``liq_consumed_short`` (:mod:`strategies.features.liquidation_map`, methods.md §A.3).
+``liq_consumed_short`` (:mod:`strategies.features.liquidation_map`, docs/methods.md §A.3).
 
 Every value at bar k uses bars ≤ k only (the realised sums of bar k are known at its close, like
 the map's consumption), and every "distribution" is past-only: the trailing window

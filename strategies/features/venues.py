@@ -1,7 +1,7 @@
 """The liquidation map over several venues: one estimator run per venue, summed on one grid.
 
 Coinglass-style aggregate maps add Binance, Bybit, OKX … Each venue's map is the estimator of
-:mod:`strategies.features.liquidation_map` (methods.md §A.3) run on *that venue's* frame: its
+:mod:`strategies.features.liquidation_map` (docs/methods.md §A.3) run on *that venue's* frame: its
 candles (its own path consumes its own levels), its open interest and its parameters (first
 bracket MMR, tiers). The grid is the estimator's global log grid (bin i has edges
 ``exp(i·Δ)``, ``exp((i+1)·Δ)`` for every venue and every slice), so summing is adding bin i to

@@ -156,7 +156,7 @@ def test_costs_resolve_per_market_from_the_config_defaults() -> None:
 
     frame = tiny_frame(5)
     signals = pd.DataFrame({"target": 0.0}, index=frame.index)
-    # methods.md §D.3.6: 1 bp on BTC, 2 bp on ETH; taker 0.05 % on both
+    # docs/methods.md §D.3.6: 1 bp on BTC, 2 bp on ETH; taker 0.05 % on both
     btc = prepare(frame, signals, BacktestConfig(), RiskConfig(), "BTC/USDT:USDT")
     eth = prepare(frame, signals, BacktestConfig(), RiskConfig(), "ETH/USDT:USDT")
     assert (btc.params.slippage, eth.params.slippage) == (0.0001, 0.0002)

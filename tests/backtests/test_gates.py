@@ -1,4 +1,4 @@
-"""Overfitting statistics against hand-worked cases, the methods.md §E.3 illustration, Monte Carlo and an
+"""Overfitting statistics against hand-worked cases, the docs/methods.md §E.3 illustration, Monte Carlo and an
 independent (loop-over-splits, pandas/scipy) implementation of CSCV."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_pbo_of_noise_is_high_and_of_skill_low():
 
 
 def test_psr_dsr_reproduce_the_methods_illustration():
-    # methods.md §E.3: 2 years of daily returns, annual SR 2.0, skew -0.5, kurtosis 6.
+    # docs/methods.md §E.3: 2 years of daily returns, annual SR 2.0, skew -0.5, kurtosis 6.
     sr = 2.0 / math.sqrt(365)
     assert G.psr(sr, 0.0, 730, -0.5, 6.0) == pytest.approx(0.997, abs=0.0015)
     sr0 = G.expected_max_sharpe(100, (1.0 / math.sqrt(365)) ** 2)
@@ -85,7 +85,7 @@ def test_expected_max_and_minbtl_against_monte_carlo():
         mc = rng.standard_normal((4000, n)).max(axis=1).mean()
         assert G.expected_max_sharpe(n, 1.0) == pytest.approx(mc, rel=0.03)
         assert math.sqrt(G.min_btl(n, 1.0)) == pytest.approx(mc, rel=0.03)
-    # methods.md §E.3 example: N = 200, E[max] = 1 -> MinBTL < 2 ln N = 10.6 years
+    # docs/methods.md §E.3 example: N = 200, E[max] = 1 -> MinBTL < 2 ln N = 10.6 years
     assert G.min_btl(200, 1.0) < 2 * math.log(200) < 10.6
     assert G.min_btl(1) == 0.0
     years = 0.49

@@ -73,7 +73,7 @@ def test_funding_charged_on_the_position_held_at_settlement_only(engine: str, si
     # held over the closes of bars 1..3; settlements at 0 (decision bar: not yet held), 2, 3, 4 (exited)
     rows = [FLAT] * 6
     # funding settled at the close τ of bar k is charged at the mark price at τ, the open of mark bar k+1
-    # (methods.md §B.3); bar 2's own mark close (100,200) is the last mark *before* τ and is not used
+    # (docs/methods.md §B.3); bar 2's own mark close (100,200) is the last mark *before* τ and is not used
     mark_open = [P, P, P, 100_500.0, P, P]
     frame = frame_of(rows, mark_open=mark_open, mark_high=[P, P, 100_200.0, 100_500.0, P, P], mark_low=[P] * 6,
                      mark_close=[P, P, 100_200.0, P, P, P],
@@ -200,7 +200,7 @@ def test_a_gap_through_stop_and_liquidation_liquidates(engine: str) -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("side", [1, -1])
 def test_liquidation_price_inside_the_entry_bar_liquidates(engine: str, side: int) -> None:
-    # methods.md §D.3.2: entry and liquidation in one bar → liquidation (the worst case), even though the
+    # docs/methods.md §D.3.2: entry and liquidation in one bar → liquidation (the worst case), even though the
     # 95,000 stop lies before LP (90,361.45) and would fill first in any later bar
     rows = [FLAT, (P, 100_200.0, 90_300.0, 91_000.0), (91_000.0,) * 4]
     rows = rows if side > 0 else mirror(rows)

@@ -1,4 +1,4 @@
-"""Model-consumed vs realised liquidations (backtests/validation.py, methods.md §A.3 calibration)."""
+"""Model-consumed vs realised liquidations (backtests/validation.py, docs/methods.md §A.3 calibration)."""
 
 from __future__ import annotations
 

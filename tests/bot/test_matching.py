@@ -1,7 +1,7 @@
 """The replay exchange's account and matching engine, driven by ccxt's real client over loopback HTTP.
 
 Expected numbers are derived here from the stored bars and the documented formulas
-(docs/architecture.md "Execution semantics", methods.md §D.1), with the bracket table read
+(docs/architecture.md "Execution semantics", docs/methods.md §D.1), with the bracket table read
 straight from its JSON file, never from the code under test.
 """
 
@@ -104,7 +104,7 @@ def tier(notional: float) -> tuple[float, float]:
 
 
 def long_lp(qty: float, entry: float, wallet: float) -> float:
-    """methods.md §D.1 for a long: LP = (WB + cum − Q·EP) / (Q·(m − 1))."""
+    """docs/methods.md §D.1 for a long: LP = (WB + cum − Q·EP) / (Q·(m − 1))."""
     mmr, cum = tier(qty * entry)
     return (wallet + cum - qty * entry) / (qty * (mmr - 1))
 

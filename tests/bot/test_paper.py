@@ -127,7 +127,7 @@ def test_in_process_broker_is_the_fast_engine_exactly(runs):
     for col in ("side", "qty", "entry_price", "exit_price", "fees"):
         assert sim[col].to_numpy() == pytest.approx(bt[col].to_numpy(), rel=1e-12, abs=1e-9), col
     # funding: at a close the runner knows the mark price at settlement only as that bar's mark close
-    # (what the replay exchange books too); the backtest reads the next bar's mark open (methods.md §B.3)
+    # (what the replay exchange books too); the backtest reads the next bar's mark open (docs/methods.md §B.3)
     for col in ("funding", "pnl"):
         assert sim[col].to_numpy() == pytest.approx(bt[col].to_numpy(), rel=1e-6, abs=1e-5), col
     assert (sim["entry_time"].to_numpy() == bt["entry_time"].to_numpy()).all()

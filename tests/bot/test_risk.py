@@ -52,7 +52,7 @@ fractions = st.floats(min_value=0.0005, max_value=0.5)
 sides = st.sampled_from([1, -1])
 
 
-# -- Liquidation prices (methods.md §D.2 worked examples) --------------------------------------
+# -- Liquidation prices (docs/methods.md §D.2 worked examples) --------------------------------------
 
 
 @pytest.mark.parametrize(("side", "qty", "leverage", "expected"), [

@@ -1,4 +1,4 @@
-"""Funding features (methods.md §B.2): hand-built reset cases, independent statistics, prefix test."""
+"""Funding features (docs/methods.md §B.2): hand-built reset cases, independent statistics, prefix test."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Support/resistance features (methods.md §C): pivot confirmation, zones, role reversal, prefix test."""
+"""Support/resistance features (docs/methods.md §C): pivot confirmation, zones, role reversal, prefix test."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Liquidation-map estimator (methods.md §A.3, §A.4, §D.1): hand-computed cases, no look-ahead,
+"""Liquidation-map estimator (docs/methods.md §A.3, §A.4, §D.1): hand-computed cases, no look-ahead,
 warm-up convergence (§0.2), and the numba kernel against the plain NumPy reference."""
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def test_prefix_on_5m_with_mark_free_frame(btc_5m):
 
 
 def test_warm_up_converges(btc_1h):
-    """methods.md §0.2: the map at t after warm-ups W, 2W, 4W agrees to 1e-3 relative L1."""
+    """docs/methods.md §0.2: the map at t after warm-ups W, 2W, 4W agrees to 1e-3 relative L1."""
     p = LiqMapParams()
     delta = math.log1p(p.bucket_pct / 100.0)
     warm = warmup_days(p)
