@@ -241,10 +241,47 @@ def run_fold(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_tr
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 fail_stale_trials(study)  # (optuna does this itself before each trial it starts)
+                fail_heartbeatless_trials(study)
             continue
         study.optimize(objective, n_trials=max(free, 0) + waiting, callbacks=[budget], catch=(),
                        gc_after_trial=False)
     return ran[0]
+
+
+def fail_heartbeatless_trials(study: optuna.Study, grace: float = GRACE_SECONDS) -> int:
+    """Fail RUNNING trials older than ``grace`` seconds that never recorded a heartbeat, and run the
+    stale-trial callback on them (their retry); return how many.
+
+    A worker killed between creating its trial and its heartbeat thread's first beat leaves a RUNNING
+    trial that optuna's ``fail_stale_trials`` never fails (it skips trials without a heartbeat), so a
+    resumed study would wait for it forever. A live trial beats within one heartbeat interval.
+    """
+    from datetime import datetime
+
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    storage = getattr(study._storage, "_backend", study._storage)  # optuna wraps RDB in a cache
+    if not isinstance(storage, RDBStorage):
+        return 0
+    now = datetime.now()  # optuna stamps datetime_start with the client's local clock, naive
+    with _create_scoped_session(storage.scoped_session) as session:
+        orphans = [t.trial_id for t in session.query(models.TrialModel)
+                   .filter(models.TrialModel.state == TrialState.RUNNING,
+                           models.TrialModel.study_id == study._study_id).all()
+                   if not t.heartbeats and t.datetime_start is not None
+                   and (now - t.datetime_start).total_seconds() > grace]
+    failed = []
+    for trial_id in orphans:
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker got there first
+            pass
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in failed if callback is not None else ():
+        callback(study, storage.get_trial(trial_id))
+    return len(failed)
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -348,3 +348,25 @@ def test_multi_objective_pareto_front_and_report(sample, tmp_path):
     report.render(path, out, {}, study, "mo", [])
     text = path.read_text()
     assert "Pareto front" in text and "Gates:" in text and "Out-of-sample equity" in text
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    """optuna's stale check skips RUNNING trials without a heartbeat (a worker SIGKILLed between
+    creating its trial and the first beat): they are failed here, and retried, instead of a resumed
+    study waiting for them forever."""
+    import time
+
+    storage = S.make_storage(f"sqlite:///{tmp_path / 'hb.db'}")
+    study = optuna.create_study(study_name="hb", storage=storage)
+    orphan = study.ask()  # RUNNING, never beats (no heartbeat thread): what the kill leaves behind
+    orphan.suggest_float("x", 0.0, 1.0)
+    alive = study.ask()
+    storage.record_heartbeat(alive._trial_id)  # a live trial beats
+    time.sleep(0.2)
+    assert S.fail_heartbeatless_trials(study, grace=0.1) == 1
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert states[alive.number] == optuna.trial.TrialState.RUNNING
+    retry = [t for t in study.get_trials() if orphan.number in t.system_attrs.get("retry_history", [])]
+    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.WAITING
+    assert retry[0].params == orphan.params
