@@ -91,7 +91,7 @@ def replay_server(
                    "signed endpoints")
     typer.echo(f"url {server.url}   e.g. cascade download --exchange-url {server.url} --no-rate-limit")
     stream = None
-    if stream_port is not None:  # liqdata: websocket streams on the same clock (bot/replay/stream.py)
+    if stream_port is not None:  # websocket streams on the same clock (bot/replay/stream.py)
         from bot.replay.stream import stream_server_for
 
         stream = stream_server_for([d if isinstance(d, Store) else Store(d) for d in roots], server.clock,

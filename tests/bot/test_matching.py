@@ -353,11 +353,8 @@ def test_no_credentials_means_no_trading(source):
 
 
 def backtest_costs() -> tuple[BacktestConfig, dict]:
-    """FEE and 1 bp for ``run_backtest``, in whichever form the installed config takes them
-    (``[backtest]`` fields, or per-market ``costs=`` once the core's config lands)."""
-    if "taker_fee" in BacktestConfig.model_fields:
-        return BacktestConfig(taker_fee=FEE, slippage_bps=1.0), {}
-    from bot.config import MarketCosts  # the core's per-market costs
+    """FEE and 1 bp for ``run_backtest``: the replay server's costs in this module."""
+    from bot.config import MarketCosts
 
     return BacktestConfig(), {"costs": MarketCosts(taker_fee=FEE, slippage_bps=1.0), "symbol": BTC}
 
