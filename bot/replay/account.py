@@ -24,7 +24,7 @@ from typing import Any
 
 from bot.replay import accounting
 from bot.replay.accounting import Costs, CostsFor
-from bot.replay.api import ApiError, BinanceUsdmApi, Request, Response, Route, _num
+from bot.replay.api import ApiError, BinanceUsdmApi, Request, Response, Route, _num, missing_param
 from bot.replay.faults import TradeFaults
 from bot.replay.market import MarketData, MarketSpec
 from bot.replay.matching import ASSET, Ledger, _side
@@ -217,7 +217,7 @@ class Account(Ledger):
         qty = _decimal(params, "quantity")
         if qty is None:
             if required:
-                raise ApiError(400, -1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
+                raise missing_param("quantity")
             return None
         step, min_qty, max_qty, _, _ = self._step(m)
         if qty <= 0:
@@ -405,7 +405,7 @@ class Account(Ledger):
             raise ApiError(400, -1106, "Parameter 'quantity' sent when not required.")
         trigger = _decimal(p, "triggerPrice")
         if trigger is None:
-            raise ApiError(400, -1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.")
+            raise missing_param("triggerPrice")
         tick = self._step(m)[3]
         if trigger <= 0 or trigger % tick != 0:
             raise ApiError(400, -4014, "Price not increased by tick size.")

@@ -111,11 +111,16 @@ def _num(x: float) -> str:
     return s
 
 
+def missing_param(name: str) -> ApiError:
+    """Binance's answer to a mandatory parameter that is absent or empty (-1102)."""
+    return ApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
 def _int_param(params: dict[str, str], name: str, required: bool = False) -> int | None:
     raw = params.get(name)
     if raw is None or raw == "":
         if required:
-            raise ApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+            raise missing_param(name)
         return None
     if not re.fullmatch(r"\d{1,20}", raw):
         raise ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
@@ -217,7 +222,7 @@ class BinanceUsdmApi:
     def _market(self, params: dict[str, str], name: str = "symbol") -> MarketSpec:
         market_id = params.get(name)
         if not market_id:
-            raise ApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+            raise missing_param(name)
         spec = self.data.markets.get(market_id)
         if spec is None:
             raise ApiError(400, -1121, "Invalid symbol.")
@@ -287,7 +292,7 @@ class BinanceUsdmApi:
         """The requested series of ``kind`` and the slice of it to serve (None: nothing stored)."""
         interval = req.params.get("interval")
         if not interval:
-            raise ApiError(400, -1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
+            raise missing_param("interval")
         if interval not in KLINE_INTERVALS:
             raise ApiError(400, -1120, "Invalid interval.")
         market = self._market(req.params)
@@ -353,7 +358,7 @@ class BinanceUsdmApi:
     def open_interest_hist(self, req: Request) -> list:
         period = req.params.get("period")
         if not period:
-            raise ApiError(400, -1102, "Mandatory parameter 'period' was not sent, was empty/null, or malformed.")
+            raise missing_param("period")
         if period not in OI_PERIODS:
             raise ApiError(400, -1130, "Data sent for parameter 'period' is not valid.")
         market = self._market(req.params)

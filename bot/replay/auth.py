@@ -18,7 +18,7 @@ import hmac
 import time
 from collections.abc import Callable
 
-from bot.replay.api import ApiError, Request
+from bot.replay.api import ApiError, Request, missing_param
 
 
 class Authenticator:
@@ -44,7 +44,7 @@ class Authenticator:
             raise ApiError(400, -1022, "Signature for this request is not valid.")
         ts, window = req.params.get("timestamp", ""), req.params.get("recvWindow", "5000")
         if not ts.isdigit():
-            raise ApiError(400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.")
+            raise missing_param("timestamp")
         if not window.isdigit() or int(window) > 60_000:
             raise ApiError(400, -1131, "recvWindow must be less than 60000")
         now = self._now_ms()

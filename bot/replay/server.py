@@ -31,7 +31,7 @@ from bot.config import CostsConfig
 from bot.errors import UserError
 from bot.replay.account import Account
 from bot.replay.accounting import Costs
-from bot.replay.api import ApiError, BinanceUsdmApi, Request, Route
+from bot.replay.api import ApiError, BinanceUsdmApi, Request, Route, missing_param
 from bot.replay.auth import Authenticator
 from bot.replay.clock import ReplayClock
 from bot.replay.faults import FAULT_KINDS, FaultConfig, FaultPicker, TradeFaults
@@ -143,7 +143,7 @@ class ReplayServer:
         """``POST /cascade/v1/clock?time=MS``: the replay clock to ``MS`` (forward only, as time goes)."""
         raw = req.params.get("time", "")
         if not raw.isdigit():
-            raise ApiError(400, -1102, "Mandatory parameter 'time' was not sent, was empty/null, or malformed.")
+            raise missing_param("time")
         ms = int(raw)
         if ms < self.clock.now_ms():
             raise ApiError(400, -1100, f"time {ms} is before the replay clock ({self.clock.now_ms()}); "

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -127,26 +128,32 @@ def test_data_dir_that_is_a_file_is_one_line_for_writers(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ signals
 
 
-def _start_import(src: Path, data: Path) -> subprocess.Popen:
-    return subprocess.Popen([CASCADE, "import-data", str(src), "--exchange", EX, "--data-dir", str(data)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _signal_while_writing(cmd: list[str], folder: Path, pattern: str, sig: int, what: str,
+                          timeout: float = 60, cleanup: Callable[[], None] = lambda: None) -> subprocess.Popen:
+    """Start ``cmd`` and send ``sig`` while a temporary matching ``pattern`` exists under ``folder``;
+    the write window is short, so try again (after ``cleanup``) when the command finished first."""
+    for _ in range(5):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(folder.glob(pattern)):
+                proc.send_signal(sig)
+                proc.wait(60)
+                return proc
+            time.sleep(0.002)
+        proc.wait(60)
+        cleanup()
+    pytest.fail(f"never caught the {what} while it was writing")
 
 
 def _signal_mid_write(src: Path, data: Path, sig: int) -> subprocess.Popen:
     """Start an import and send ``sig`` while its temporary parquet file exists."""
-    for _ in range(5):  # the write window is short; try again if the import finished first
-        proc = _start_import(src, data)
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            if any(data.rglob(".cascade-*.tmp")):
-                proc.send_signal(sig)
-                proc.wait(30)
-                return proc
-            time.sleep(0.002)
-        proc.wait(30)
+    def drop_imported() -> None:
         for f in data.rglob("*.parquet"):
             f.unlink()
-    pytest.fail("never caught the import while it was writing")
+
+    return _signal_while_writing([CASCADE, "import-data", str(src), "--exchange", EX, "--data-dir", str(data)],
+                                 data, "**/.cascade-*.tmp", sig, "import", 30, drop_imported)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -272,18 +279,8 @@ BACKTEST = ["backtest", "--strategy", "funding_reversal", "--engine", "fast", "-
 
 def _signal_mid_backtest(out: Path, sig: int) -> subprocess.Popen:
     """Start a backtest and send ``sig`` while its hidden run folder is being written."""
-    for _ in range(5):
-        proc = subprocess.Popen([CASCADE, *BACKTEST, "--output-dir", str(out)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            if any(out.glob(".cascade-*.tmp")):
-                proc.send_signal(sig)
-                proc.wait(60)
-                return proc
-            time.sleep(0.002)
-        proc.wait(60)
-    pytest.fail("never caught the backtest while it wrote its run folder")
+    return _signal_while_writing([CASCADE, *BACKTEST, "--output-dir", str(out)], out, ".cascade-*.tmp", sig,
+                                 "backtest", 120)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
