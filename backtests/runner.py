@@ -96,7 +96,7 @@ def resolve_strategy(cfg: Config, ref: str | None = None, overrides: dict[str, A
 
     ref = ref or cfg.backtest.strategy
     try:
-        spec = load_strategy(ref, strategy_registry(cfg))
+        spec = load_strategy(ref, lambda: strategy_registry(cfg))
     except StrategyLoadError as err:
         raise UserError(str(err)) from None
     return spec, strategy_params(cfg, spec, overrides)
@@ -398,21 +398,23 @@ def _unique(path: Path) -> Path:
 
 
 def write_equity(equity: pd.DataFrame, folder: Path) -> None:
-    """``equity.parquet`` and ``equity.csv`` (pyarrow's CSV writer: ~20× pandas' ``to_csv`` on 100k rows).
+    """``equity.parquet`` and ``equity.csv``, both through pyarrow (~20× pandas' ``to_csv`` on 100k rows).
 
-    The CSV keeps the columns users already read (``time`` first, ISO-8601 UTC times).
+    The CSV keeps the columns users already read: ``time`` first as ISO-8601 UTC
+    (``2025-01-01T00:00:00Z``; formatted by NumPy, ~8× faster than the CSV writer's own timestamps).
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    frame = equity.reset_index(names="time")
-    for col in frame.columns:
-        if isinstance(frame[col].dtype, pd.CategoricalDtype):
-            frame[col] = frame[col].astype(str)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    pq.write_table(table, folder / "equity.parquet")
-    pacsv.write_csv(table, folder / "equity.csv")
+    columns = {}
+    for name, col in equity.items():
+        values = col.astype(str) if isinstance(col.dtype, pd.CategoricalDtype) else col
+        columns[str(name)] = pa.array(values.to_numpy())
+    times = equity.index.as_unit("s").asi8.astype("datetime64[s]")
+    pq.write_table(pa.table({"time": pa.array(equity.index), **columns}), folder / "equity.parquet")
+    iso = pa.array(np.datetime_as_string(times, unit="s", timezone="UTC"), type=pa.string())
+    pacsv.write_csv(pa.table({"time": iso, **columns}), folder / "equity.csv")
 
 
 def _selection(cfg: Config, r: Run) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import importlib.util
 import inspect
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,22 +140,23 @@ def _load_file(path: Path, attr: str | None) -> StrategySpec:
     return _check(spec_from_module(module, where, attr), where)
 
 
-def load_strategy(ref: str | Path, registry: dict[str, StrategySpec] | None = None) -> StrategySpec:
+def load_strategy(ref: str | Path,
+                  registry: dict[str, StrategySpec] | Callable[[], dict[str, StrategySpec]] | None = None
+                  ) -> StrategySpec:
     """The strategy ``ref`` names: a key of ``registry`` (default: the registered strategies), a file
     ``path/to/my_strategy.py`` (optionally ``path.py:NAME``) or an importable ``module:NAME``.
 
+    ``registry`` may be a function returning it: a file or module reference then never imports the
+    registered strategies (and the numba kernels of their features).
+
     Raises :class:`StrategyLoadError` (a ``ValueError``) with one line naming the problem.
     """
-    if registry is None:
-        from strategies import STRATEGIES as registry
     text = str(ref).strip()
-    if text in registry:
-        return registry[text]
     target, attr = text, None
     head, sep, tail = text.rpartition(":")
     if sep and tail.isidentifier() and len(head) > 1:  # not a Windows drive letter
         target, attr = head, tail
-    if target.endswith(".py") or "/" in target or "\\" in target:
+    if target.endswith(".py") or "/" in target or "\\" in target:  # strategy names are identifiers
         return _load_file(Path(target), attr)
     if attr is not None:
         try:
@@ -162,6 +164,12 @@ def load_strategy(ref: str | Path, registry: dict[str, StrategySpec] | None = No
         except Exception as err:  # noqa: BLE001
             raise StrategyLoadError(f"{text}: cannot import module '{target}': {_one_line(err)}") from None
         return _check(spec_from_module(module, text, attr), text)
+    if registry is None:
+        from strategies import STRATEGIES as registry
+    elif callable(registry):
+        registry = registry()
+    if text in registry:
+        return registry[text]
     import difflib
 
     close = difflib.get_close_matches(text, list(registry), n=1)

@@ -5,12 +5,22 @@ Fixtures rather than importable helpers, because the suite runs with ``--import-
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from functools import cache
 
 import numpy as np
 import pandas as pd
 import pytest
+
+if "CASCADE_CACHE_DIR" not in os.environ:
+    # the precompiled fast kernel (backtests.engines.compiled) is built once per test session, here,
+    # and shared by the CLI tests' child processes; never in the user's ~/.cache
+    os.environ["CASCADE_CACHE_DIR"] = tempfile.mkdtemp(prefix="cascade-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CASCADE_CACHE_DIR"], True)
 
 
 @cache

@@ -122,7 +122,7 @@ def run_backtest(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestC
         raise ValueError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
     prepared = prepare(frame, signals, backtest, risk, symbol, costs, brackets)
     if name == "fast":
-        from backtests.engines.fast import run_raw
+        from backtests.engines.compiled import run_raw
     else:
         from backtests.engines.backtrader_engine import run_raw
     return BacktestResult(run_raw(prepared), prepared.index, prepared.initial_cash, name, prepared.costs)

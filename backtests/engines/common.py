@@ -10,19 +10,19 @@ market's costs and brackets, so both engines read identical numbers. `trades_fra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from bot.config import BacktestConfig, CostsConfig, MarketCosts, RiskConfig
-from bot.core.state import Trade
 from bot.errors import UserError
 from bot.risk.brackets import DEFAULT_SYMBOL, Brackets, brackets_for
-from bot.risk.execution import EXIT_REASONS
+from bot.risk.codes import EXIT_REASONS, STATE_NAMES
 from bot.risk.params import RiskParams, risk_params
-from bot.risk.protections import STATE_NAMES
-from bot.risk.sizing import realized_volatility
-from bot.risk.stops import average_true_range
+
+if TYPE_CHECKING:  # this module imports no numba: the precompiled fast kernel runs without it
+    from bot.core.state import Trade
 
 TRADE_COLUMNS = ["entry_time", "exit_time", "entry_bar", "exit_bar", "side", "qty", "entry_price",
                  "exit_price", "stop", "exit_reason", "pnl", "fees", "funding"]
@@ -129,6 +129,22 @@ def _check_target(target: np.ndarray, index: pd.DatetimeIndex) -> None:
                          "(leverage is [risk] max_leverage)")
 
 
+def _series_function(name: str, brackets: Brackets):  # noqa: ANN202  (a numba function)
+    """``average_true_range`` or ``realized_volatility``: precompiled if available, else numba's JIT."""
+    from backtests.engines.compiled import series_function
+
+    compiled = series_function(name, len(brackets.floor))
+    if compiled is not None:
+        return compiled
+    if name == "average_true_range":
+        from bot.risk.stops import average_true_range
+
+        return average_true_range
+    from bot.risk.sizing import realized_volatility
+
+    return realized_volatility
+
+
 def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig, risk: RiskConfig,
             symbol: str | None = None, costs: MarketCosts | CostsConfig | None = None,
             brackets: Brackets | None = None) -> Prepared:
@@ -164,12 +180,14 @@ def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig
     funding = _frozen(_series(frame, "funding_rate")) if "funding_rate" in frame.columns else _nans(n)
     index = frame.index
     mark_open, mark_close = _column(frame, "mark_open", o), _column(frame, "mark_close", c)
-    # ATR only for ATR stops, volatility only for volatility-target sizing (the costliest series)
-    atr = (_frozen(average_true_range(h, lo, c, int(risk.atr_period)))
-           if risk.stop in ("atr", "trailing_atr") else _nans(n))
-    volatility = (_frozen(realized_volatility(c, int(risk.atr_period), periods_per_year(index)))
-                  if risk.sizing == "volatility_target" else _nans(n))
     symbol = symbol if symbol is not None else frame.attrs.get("symbol", DEFAULT_SYMBOL)
+    brackets = brackets_for(symbol) if brackets is None else brackets
+    # ATR only for ATR stops, volatility only for volatility-target sizing (the costliest series)
+    atr = (_frozen(_series_function("average_true_range", brackets)(h, lo, c, int(risk.atr_period)))
+           if risk.stop in ("atr", "trailing_atr") else _nans(n))
+    volatility = (_frozen(_series_function("realized_volatility", brackets)(c, int(risk.atr_period),
+                                                                           periods_per_year(index)))
+                  if risk.sizing == "volatility_target" else _nans(n))
     market = resolve_costs(costs, symbol)
     return Prepared(
         index=frame.index,
@@ -188,7 +206,7 @@ def prepare(frame: pd.DataFrame, signals: pd.DataFrame, backtest: BacktestConfig
         time=_frozen(index.as_unit("s").asi8, np.int64),
         params=risk_params(risk, market),
         costs=market,
-        brackets=brackets_for(symbol) if brackets is None else brackets,
+        brackets=brackets,
         initial_cash=float(backtest.initial_cash),
     )
 
@@ -207,6 +225,20 @@ class RawRun:
     trade_float: np.ndarray
     final_equity: float
     n_liquidations: int
+
+
+def kernel_args(prep: Prepared) -> tuple:
+    """The fast kernel's positional arguments (`backtests.engines.fast.kernel`), from ``prep``."""
+    return (prep.time, prep.open, prep.high, prep.low, prep.close, prep.mark_open, prep.mark_high, prep.mark_low,
+            prep.funding_rate, prep.funding_mark, prep.target, prep.stop, prep.take_profit, prep.atr,
+            prep.volatility, prep.params, prep.brackets.table, prep.initial_cash)
+
+
+def raw_from_kernel(out: tuple) -> RawRun:
+    """The `RawRun` of the fast kernel's return tuple."""
+    eq, cash, pos, fund, fees, state, ti, tf, n_liq = out
+    return RawRun(equity=eq, cash=cash, position=pos, funding_pnl=fund, fees=fees, risk_state=state,
+                  trade_int=ti, trade_float=tf, final_equity=float(cash[-1]), n_liquidations=int(n_liq))
 
 
 def trade_rows(trades: list[Trade]) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,10 @@ The kernel walks the bars once and calls the core for each: `bot.core.bar_open` 
 entry decided at the last close, then the intrabar rule) and `bot.core.bar_close` at the close
 (funding, the end-of-data close, equity and protections, the next decision). It only writes the
 per-bar outputs and the trade records; every rule is in `bot.core` / `bot.risk`.
+
+``engine="fast"`` runs this kernel precompiled (`backtests.engines.compiled`: the same source, no
+numba at run time); `run_raw` here is the JIT form, the fallback and the reference the precompiled
+one is tested against.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 import numba as nb
 import numpy as np
 
-from backtests.engines.common import Prepared, RawRun
+from backtests.engines.common import Prepared, RawRun, kernel_args, raw_from_kernel
 from bot.core.state import Bar, Signal, Trade, flat_position, new_account, no_intent
 from bot.core.step import bar_close, bar_open
 from bot.risk.execution import EXIT_NONE
@@ -72,17 +76,10 @@ def kernel(tm, o, h, lo, c, mo, mh, ml, fr, fm, tgt, sstop, stp, atr, vol, p, br
     return eq_out, cash_out, pos_out, fund_out, fees_out, state_out, ti[:nt], tf[:nt], acct.n_liquidations
 
 
-def _arrays(prep: Prepared) -> tuple:
-    return (prep.time, prep.open, prep.high, prep.low, prep.close, prep.mark_open, prep.mark_high, prep.mark_low,
-            prep.funding_rate, prep.funding_mark, prep.target, prep.stop, prep.take_profit, prep.atr,
-            prep.volatility, prep.params, prep.brackets.table, prep.initial_cash)
-
-
 def run_raw(prep: Prepared) -> RawRun:
-    """Run the kernel on prepared arrays; return the raw books."""
-    eq, cash, pos, fund, fees, state, ti, tf, n_liq = kernel(*_arrays(prep))
-    return RawRun(equity=eq, cash=cash, position=pos, funding_pnl=fund, fees=fees, risk_state=state,
-                  trade_int=ti, trade_float=tf, final_equity=float(cash[-1]), n_liquidations=int(n_liq))
+    """Run the JIT kernel on prepared arrays; return the raw books (`backtests.engines.compiled.run_raw`
+    runs the same kernel precompiled, which is what ``engine="fast"`` uses)."""
+    return raw_from_kernel(kernel(*kernel_args(prep)))
 
 
 def warm_up() -> float:

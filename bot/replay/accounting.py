@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bot.config import MarketCosts, RiskConfig
 from bot.core.book import funding_flow
 from bot.core.book import taker_fee as core_taker_fee
-from bot.risk.brackets import Brackets, bracket_index, brackets_for
+from bot.risk.brackets import Brackets, brackets_for
 from bot.risk.execution import (
     EXIT_LIQUIDATION,
     EXIT_NONE,
@@ -27,6 +27,7 @@ from bot.risk.execution import (
 )
 from bot.risk.liquidation import bankruptcy_price, isolated_margin, liquidation_price
 from bot.risk.params import RiskParams, risk_params
+from bot.risk.tiers import bracket_index
 
 EXITS = {EXIT_NONE: None, EXIT_STOP: "stop", EXIT_TAKE_PROFIT: "take_profit", EXIT_LIQUIDATION: "liquidation"}
 

@@ -18,12 +18,25 @@ Modules:
 
 from __future__ import annotations
 
-from bot.risk.brackets import Brackets, brackets_for, load_brackets
-from bot.risk.liquidation import bankruptcy_price, isolated_liquidation_price, liquidation_price
-from bot.risk.params import RiskParams, risk_params
-from bot.risk.protections import ACTIVE, HALTED, REDUCING, TradingState, allows
-from bot.risk.sizing import entry_quantity, fixed_fraction_size, risk_size
-from bot.risk.stops import average_true_range, trail_stop
+import importlib
+from typing import Any
+
+_HOMES = {
+    "Brackets": "brackets", "brackets_for": "brackets", "load_brackets": "brackets",
+    "bankruptcy_price": "liquidation", "isolated_liquidation_price": "liquidation", "liquidation_price": "liquidation",
+    "RiskParams": "params", "risk_params": "params",
+    "ACTIVE": "codes", "HALTED": "codes", "REDUCING": "codes", "TradingState": "codes", "allows": "protections",
+    "entry_quantity": "sizing", "fixed_fraction_size": "sizing", "risk_size": "sizing",
+    "average_true_range": "stops", "trail_stop": "stops",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # resolved on first use: importing `bot.risk.brackets` or `bot.risk.codes` must not load numba
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"bot.risk.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'bot.risk' has no attribute '{name}'")
+
 
 __all__ = [
     "ACTIVE",

@@ -9,8 +9,9 @@ docs/methods.md §D.1, ``cum_n = cum_{n-1} + floor_n · (mmr_n − mmr_{n-1})`` 
 A notional ``N`` belongs to the first tier whose cap is ``≥ N`` (caps inclusive, Binance's
 ``notionalFloor < N ≤ notionalCap``); notionals above the last cap use the last tier.
 
-The scalar functions are ``numba.njit`` so the fast engine's kernel and plain Python (the backtrader
-engine, the paper broker) call the very same code.
+The tier lookups the core composes (`bracket_index`, `max_notional`) are ``numba.njit`` functions in
+`bot.risk.tiers`; this module only loads tiers and imports no numba, so a process that runs the
+precompiled fast kernel (`backtests.engines.compiled`) never loads numba.
 
 >>> b = load_brackets("BTC/USDT:USDT")
 >>> int(b.tier(100_000.0)), float(b.cum[1]), float(b.max_leverage_at(100_000.0))
@@ -25,7 +26,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
 
 BRACKETS_FILE = Path(__file__).with_name("brackets_binance.json")
@@ -93,14 +93,20 @@ class Brackets:
 
     def tier(self, notional: float) -> int:
         """Return the 1-based tier number of ``notional``."""
+        from bot.risk.tiers import bracket_index
+
         return bracket_index(float(notional), self.cap) + 1
 
     def max_leverage_at(self, notional: float) -> float:
         """Return the maximum leverage allowed for a position of ``notional``."""
+        from bot.risk.tiers import bracket_index
+
         return float(self.max_leverage[bracket_index(float(notional), self.cap)])
 
     def max_notional(self, equity: float, leverage: float) -> float:
         """Return the largest notional ``N ≤ leverage·equity`` that also respects its bracket's cap."""
+        from bot.risk.tiers import max_notional
+
         return float(max_notional(float(equity), float(leverage), self.floor, self.cap, self.max_leverage))
 
 
@@ -151,33 +157,3 @@ def brackets_for(symbol: str | None, downloaded: Path | str | None = None) -> Br
         return load_brackets(symbol)
     except KeyError:
         return load_brackets(DEFAULT_SYMBOL)
-
-
-@nb.njit(cache=True)
-def bracket_index(notional: float, cap: np.ndarray) -> int:
-    """Return the 0-based tier index of ``notional`` (first tier with ``notional ≤ cap``)."""
-    n = len(cap)
-    for i in range(n):
-        if notional <= cap[i]:
-            return i
-    return n - 1
-
-
-@nb.njit(cache=True)
-def max_notional(equity: float, leverage: float, floor: np.ndarray, cap: np.ndarray,
-                 max_leverage: np.ndarray) -> float:
-    """Return the largest notional ``N`` with ``N ≤ leverage·equity`` and ``N ≤ maxLev(bracket(N))·equity``.
-
-    docs/methods.md §D.3.7: the leverage of a position may not exceed its bracket's maximum. Since the
-    maximum falls as the notional grows, the answer is the best over tiers of
-    ``min(cap_i, maxLev_i·equity, leverage·equity)`` among candidates that land in tier ``i``.
-    """
-    if not equity > 0.0:
-        return 0.0
-    best = 0.0
-    limit = leverage * equity
-    for i in range(len(cap)):
-        cand = min(cap[i], max_leverage[i] * equity, limit)
-        if (i == 0 or cand > floor[i]) and cand > best:
-            best = cand
-    return best

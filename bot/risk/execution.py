@@ -39,14 +39,16 @@ import math
 
 import numba as nb
 
-EXIT_NONE = 0
-EXIT_SIGNAL = 1
-EXIT_STOP = 2
-EXIT_TAKE_PROFIT = 3
-EXIT_LIQUIDATION = 4
-EXIT_END = 5
-EXIT_PROTECTION = 6
-EXIT_REASONS = ("none", "signal", "stop", "take_profit", "liquidation", "end", "protection")
+from bot.risk.codes import (  # noqa: F401  (re-exported: the exit codes belong to these rules)
+    EXIT_END,
+    EXIT_LIQUIDATION,
+    EXIT_NONE,
+    EXIT_PROTECTION,
+    EXIT_REASONS,
+    EXIT_SIGNAL,
+    EXIT_STOP,
+    EXIT_TAKE_PROFIT,
+)
 
 
 @nb.njit(cache=True)

@@ -31,7 +31,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from bot.risk.brackets import bracket_index, brackets_for, load_brackets
+from bot.risk.brackets import brackets_for, load_brackets
+from bot.risk.tiers import bracket_index
 
 __all__ = [
     "bankruptcy_price",

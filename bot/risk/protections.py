@@ -37,29 +37,14 @@ takes one and returns the next, so the engines and the live runner share one pur
 
 from __future__ import annotations
 
-from enum import IntEnum
 from typing import NamedTuple
 
 import numba as nb
 
+from bot.risk.codes import ACTIVE, HALTED, REDUCING, STATE_NAMES, TradingState  # noqa: F401  (re-exported)
 from bot.risk.params import RiskParams
 
-ACTIVE = 0
-REDUCING = 1
-HALTED = 2
-
 DAY = 86_400
-
-
-class TradingState(IntEnum):
-    """The risk state codes, named."""
-
-    ACTIVE = ACTIVE
-    REDUCING = REDUCING
-    HALTED = HALTED
-
-
-STATE_NAMES = ("ACTIVE", "REDUCING", "HALTED")
 
 
 class ProtectionState(NamedTuple):

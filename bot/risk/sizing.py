@@ -32,7 +32,6 @@ import math
 import numba as nb
 import numpy as np
 
-from bot.risk.brackets import max_notional
 from bot.risk.params import (
     SIZING_FIXED_FRACTION,
     SIZING_KELLY,
@@ -40,6 +39,7 @@ from bot.risk.params import (
     SIZING_VOLATILITY_TARGET,
     RiskParams,
 )
+from bot.risk.tiers import max_notional
 
 
 @nb.njit(cache=True)

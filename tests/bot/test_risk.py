@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bot.config import MarketCosts, RiskConfig
 from bot.risk import TradingState
-from bot.risk.brackets import bracket_index, load_brackets, maintenance_amounts
+from bot.risk.brackets import load_brackets, maintenance_amounts
 from bot.risk.execution import (
     EXIT_LIQUIDATION,
     EXIT_NONE,
@@ -43,6 +43,7 @@ from bot.risk.protections import (
 )
 from bot.risk.sizing import entry_quantity, kelly_fraction, loss_per_unit, risk_size
 from bot.risk.stops import average_true_range, clamp_to_liquidation, trail_stop
+from bot.risk.tiers import bracket_index
 
 BTC = load_brackets("BTC/USDT:USDT")
 ETH = load_brackets("ETH/USDT:USDT")
