@@ -17,14 +17,13 @@ import importlib
 import importlib.util
 import sys
 from functools import cache
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _dist_version
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from bot import interrupts
+from bot.allocators import use_system_pool_for_arrow
 from bot.atomic import os_error
 from bot.errors import UserError
 
@@ -48,8 +47,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 
 def cascade_version() -> str:
     """The installed distribution's version (the source tree's when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version  # ~20 ms: only for --version
+
     try:
-        return _dist_version("cascade")
+        return version("cascade")
     except PackageNotFoundError:  # running from a checkout that was never installed
         return "0+unknown"
 
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     ``OSError`` nobody translated (disk full, read-only, missing path) is still one line, exit 2.
     """
     interrupts.install()
+    use_system_pool_for_arrow()
     try:
         app(args=argv)
     except UserError as err:

@@ -77,6 +77,7 @@ class BacktestConfig(_Section):
     end: str = Field(default="", alias="to")
     initial_cash: float = Field(default=10_000.0, gt=0)
     results_dir: Path = Path("results")
+    equity_csv: bool = False  # equity.csv beside equity.parquet (13 MB and ~0.1 s for a year of 5m bars)
 
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")

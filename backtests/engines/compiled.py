@@ -24,10 +24,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.machinery
-import importlib.metadata
 import importlib.util
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -66,8 +66,11 @@ def cache_dir() -> Path:
 def source_key() -> str:
     """A digest of the sources and toolchain the compiled module depends on (16 hex digits)."""
     h = hashlib.sha256()
-    for dist in ("numba", "llvmlite", "numpy"):
-        h.update(f"{dist}={importlib.metadata.version(dist)};".encode())
+    h.update(f"numpy={np.__version__};".encode())
+    for package in ("numba", "llvmlite"):  # their version files, found without importing them
+        spec = importlib.util.find_spec(package)
+        version_file = Path(spec.origin).with_name("_version.py") if spec and spec.origin else None
+        h.update(version_file.read_bytes() if version_file and version_file.exists() else b"?")
     h.update(f"{sys.version};{sysconfig.get_config_var('EXT_SUFFIX')};{platform.machine()};".encode())
     for entry in SOURCES:
         path = ROOT / entry
@@ -135,14 +138,20 @@ def _build(name: str, tiers: int, path: Path, failed: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "backtests.engines.compiled", name, str(tiers), str(path)],
                           capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0 or not path.exists():
-        lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit code {proc.returncode}"
+        reason = _error_line(proc.stderr + proc.stdout) or f"exit code {proc.returncode}"
         failed.write_text(proc.stderr + proc.stdout)
         print(f"note: could not precompile the fast engine ({reason[:200]}); using numba's JIT. "
               f"Details in {failed}; delete it to retry.", file=sys.stderr)
         return
     print(f"compiled the fast engine in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     _remove_other_keys(path.parent)
+
+
+def _error_line(output: str) -> str:
+    """The last ``SomeError: message`` line of a traceback (else its last line)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    return (errors or lines or [""])[-1]
 
 
 def _remove_other_keys(folder: Path) -> None:

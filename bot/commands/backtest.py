@@ -3,7 +3,7 @@
 The runner resolves the strategy (a registered name, ``path/to/strategy.py`` or ``module:NAME``),
 loads the frame with the warm-up before ``--from``, computes features and signals, runs the engine
 and writes the run folder ``<results_dir>/<run-id>/`` (``stats.json``, ``params.json``,
-``trades.csv``, ``equity.parquet``, ``equity.csv``, ``report.html``) atomically.
+``trades.csv``, ``equity.parquet``, ``report.html``, and ``equity.csv`` on request) atomically.
 """
 
 from __future__ import annotations
@@ -117,18 +117,22 @@ def backtest(
     output_dir: Annotated[Path | None, typer.Option("--output-dir", help="Where run folders go.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary as the last stdout line.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip report.html.")] = False,
+    equity_csv: Annotated[bool, typer.Option("--equity-csv", help="Also write equity.csv (equity.parquet is "
+                                             "always written). Default: [backtest] equity_csv.")] = False,
 ) -> None:
     """Backtest a strategy on stored data; write stats, trades, equity and an HTML report."""
     from backtests import runner
     from backtests.metrics import json_safe
+    from bot.allocators import return_freed_memory
 
+    return_freed_memory()
     cfg = load_config(config)
     if data_dir is not None:
         from bot.data import check_data_dir
 
         check_data_dir(data_dir, explicit=True)
     cfg = with_overrides(cfg, "backtest", strategy=strategy, engine=engine, start=from_, end=to,
-                         results_dir=output_dir)
+                         results_dir=output_dir, equity_csv=equity_csv or None)
     cfg = with_overrides(cfg, "data", dir=data_dir, exchange=exchange, symbol=symbol, timeframe=timeframe)
     overrides = parse_param_flags(param)
     console = _console(as_json)

@@ -18,6 +18,7 @@ from bot.errors import UserError
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--from", "2025-06-01", "--to", "2025-06-15"]  # two weeks of 1h bars
 RUN_FILES = ("stats.json", "trades.csv", "equity.csv", "equity.parquet", "params.json", "report.html")
+"""A run folder with ``--equity-csv`` (equity.csv is written only on request)."""
 
 
 @pytest.fixture
@@ -45,9 +46,20 @@ def entries(path: Path) -> list[Path]:
 # -- End to end ----------------------------------------------------------------------------------
 
 
+def test_equity_csv_is_written_only_on_request(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "--config", str(config), "--engine", "fast", *SHORT, "--json", "--no-report")
+    assert code == 0, err
+    run_dir = Path(json.loads(out.strip().splitlines()[-1])["run_dir"])
+    assert sorted(p.name for p in run_dir.iterdir()) == ["equity.parquet", "params.json", "stats.json", "trades.csv"]
+    config.write_text(config.read_text().replace("[backtest]\n", "[backtest]\nequity_csv = true\n"))
+    code, out, err = cli(capsys, "--config", str(config), "--engine", "fast", *SHORT, "--json", "--no-report")
+    assert code == 0, err
+    assert (Path(json.loads(out.strip().splitlines()[-1])["run_dir"]) / "equity.csv").stat().st_size > 0
+
+
 def test_fast_run_writes_a_complete_run_folder(config: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli(capsys, "--config", str(config), "--engine", "fast", *SHORT, "--json")
+    code, out, err = cli(capsys, "--config", str(config), "--engine", "fast", *SHORT, "--json", "--equity-csv")
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     for key in (*SUMMARY_KEYS, "run_dir", "sharpe", "sortino", "cagr"):
@@ -70,6 +82,10 @@ def test_fast_run_writes_a_complete_run_folder(config: Path, tmp_path: Path,
     assert equity.index[0] == pd.Timestamp("2025-06-01", tz="UTC")
     assert equity.index[-1] == pd.Timestamp("2025-06-14 23:00", tz="UTC")
     assert equity["equity"].iloc[-1] == pytest.approx(stats["final_equity"])
+    assert (run_dir / "equity.csv").read_text().splitlines()[1].startswith('"2025-06-01T00:00:00Z",')
+    stored = pd.read_parquet(run_dir / "equity.parquet").set_index("time")
+    assert (stored.index == equity.index).all()
+    pd.testing.assert_frame_equal(stored, equity, check_dtype=False, check_index_type=False, rtol=0, atol=0)
 
     params = json.loads((run_dir / "params.json").read_text())
     assert params["strategy"] == run_dir.name.split("-", 1)[1].rsplit("-", 1)[0]
@@ -101,7 +117,7 @@ def test_param_override_lands_in_params_json_and_run_id(config: Path, tmp_path: 
     params = json.loads((run_dir / "params.json").read_text())
     assert params["params"][key] == value + 1 and params["overrides"] == {key: value + 1}
     assert not (run_dir / "report.html").exists()  # --no-report
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(set(RUN_FILES) - {"report.html"})
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(set(RUN_FILES) - {"report.html", "equity.csv"})
 
 
 def test_backtrader_engine_short_range(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -372,7 +388,7 @@ def test_protection_warnings_from_the_risk_state_path() -> None:
     res = SimpleNamespace(equity=pd.DataFrame({"risk_state": pd.Categorical(ends_halted)}, index=idx))
     assert result_warnings(res, {"n_trades": 3}) == [
         "trading stopped by a protection: HALTED since 2025-01-01 06:00 UTC until the end (60% of the bars not "
-        "ACTIVE); see [risk] and equity.csv's risk_state"]
+        "ACTIVE); see [risk] and equity.parquet's risk_state"]
     recovered = ["ACTIVE"] * 2 + ["HALTED"] * 3 + ["ACTIVE"] * 5
     res = SimpleNamespace(equity=pd.DataFrame({"risk_state": pd.Categorical(recovered)}, index=idx))
     assert result_warnings(res, {"n_trades": 0}) == [

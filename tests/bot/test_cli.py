@@ -134,3 +134,22 @@ def test_nested_compile_notices_print_one_line_the_innermost() -> None:
             twice(1.0)
         thrice(1.0)  # a later compile inside the outer block: already announced
     assert out.getvalue() == "compiling the inner kernel (first run only; later runs load numba's cache) …\n"
+
+
+def test_compile_notice_does_not_import_numba_but_hears_it_when_imported_inside() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from bot.progress import compile_notice\n"
+            "with compile_notice('nothing'):\n"
+            "    pass\n"
+            "assert 'numba' not in sys.modules\n"
+            "with compile_notice('the probe kernel'):\n"
+            "    import numba\n"
+            "    numba.njit(lambda a: a + 1)(1)\n"
+            "assert not [f for f in sys.meta_path if type(f).__name__ == '_WhenImported']\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("compiling the probe kernel (first run only") == 1
+    assert "compiling nothing" not in proc.stderr
