@@ -17,7 +17,7 @@ API::
         frame.to_csv(tmp)
     atomic_write_bytes(path, data)      # / atomic_write_text(path, text)
     with atomic_dir(folder) as tmp:     # fill the folder tmp; replaces folder on success
-        (tmp / "equity.csv").write_text(...)
+        (tmp / "equity.parquet").write_bytes(...)
     sweep_stale(directory)              # remove leftovers of killed runs (called by the above)
     with user_errors(path, "writing"):  # OSError -> UserError one-liner
         ...
