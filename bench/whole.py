@@ -11,7 +11,7 @@ statistics and output files all included — what a user waits for):
 * ``help``: ``cascade --help``.
 
 The EMA strategy is the project's user-strategy example ``examples/ema_cross.py`` run as
-``cascade backtest --strategy examples/ema_cross.py``. Every command runs once untimed first (numba compiles into its on-disk cache, the OS
+``cascade backtest --strategy examples/ema_cross.py``. Every command runs once untimed first (the fast engine is precompiled on first use, the OS
 caches files), then ``--repeat`` times interleaved; the median wall time and the largest peak
 resident memory (``ru_maxrss`` of the child, from ``wait4``) are reported.
 
