@@ -70,6 +70,28 @@ _FALSE = {"0", "false", "no", "n", "off"}
 _NONE = {"none", "null", ""}
 
 
+def _to_bool(text: str) -> bool | str:
+    low = text.lower()
+    return True if low in _TRUE else False if low in _FALSE else text  # pydantic reports a bad value
+
+
+def _to_int(text: str) -> int | str:
+    try:
+        return int(float(text)) if float(text).is_integer() else text
+    except ValueError:
+        return text
+
+
+def _to_float(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+_SCALARS = ((bool, _to_bool), (int, _to_int), (float, _to_float))
+
+
 def _convert(value: Any, annotation: Any) -> Any:
     """Convert a command-line string to ``annotation``'s type; other values are left to pydantic."""
     if not isinstance(value, str):
@@ -82,23 +104,9 @@ def _convert(value: Any, annotation: Any) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _convert(value, inner[0]) if len(inner) == 1 else text
-    if annotation is bool:
-        low = text.lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        return text  # pydantic reports the bad value
-    if annotation is int:
-        try:
-            return int(float(text)) if float(text).is_integer() else text
-        except ValueError:
-            return text
-    if annotation is float:
-        try:
-            return float(text)
-        except ValueError:
-            return text
+    for scalar, to_scalar in _SCALARS:  # by identity: annotations need not be hashable
+        if annotation is scalar:
+            return to_scalar(text)
     if origin is typing.Literal:
         for choice in args:
             if str(choice) == text:

@@ -80,6 +80,26 @@ def _num(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
 
 
+def _times(start: str | None, end: str | None, at: str | None) -> tuple[Any, Any, Any]:
+    """``--from``, ``--to`` and ``--at`` as UTC timestamps (None when not given); ``--to`` after ``--from``."""
+    t_from, t_to, t_at = parse_utc(start, "--from"), parse_utc(end, "--to"), parse_utc(at, "--at")
+    if t_from is not None and t_to is not None and t_to <= t_from:
+        raise UserError(f"--to ({t_to}) must be after --from ({t_from})")
+    return t_from, t_to, t_at
+
+
+def _at_position(frame: pd.DataFrame, shown: pd.DataFrame, t_at: Any) -> int:
+    """The row of ``frame`` holding ``--at`` (default: the last bar); it must lie in the drawn bars."""
+    if t_at is None:
+        return len(frame) - 1
+    at_pos = int(frame.index.searchsorted(t_at, side="right")) - 1
+    step = frame.index[-1] - frame.index[max(len(frame) - 2, 0)]
+    if at_pos < len(frame) - len(shown) or t_at > frame.index[-1] + step:
+        raise UserError(f"--at {t_at} is outside the data drawn ({shown.index[0]} to {shown.index[-1]}); "
+                        "change --at, --from or --to")
+    return at_pos
+
+
 def liqmap(
     symbol: Annotated[str | None, typer.Option("--symbol", help="Unified symbol, e.g. BTC/USDT:USDT.")] = None,
     timeframe: Annotated[str | None, typer.Option("--timeframe", help="Bar length (1h, 5m, ...).")] = None,
@@ -102,11 +122,7 @@ def liqmap(
     timeframe = timeframe or cfg.data.timeframe
     exchange = exchange or cfg.data.exchange
     data_dir = data_dir or cfg.data.dir
-    t_from = parse_utc(start, "--from")
-    t_to = parse_utc(end, "--to")
-    t_at = parse_utc(at, "--at")
-    if t_from is not None and t_to is not None and t_to <= t_from:
-        raise UserError(f"--to ({t_to}) must be after --from ({t_from})")
+    t_from, t_to, t_at = _times(start, end, at)
     console = _console(as_json)
 
     load_from = None if t_from is None else t_from - pd.Timedelta(days=warmup_days(params))
@@ -117,13 +133,7 @@ def liqmap(
         raise UserError(f"no {timeframe} bars for {symbol} from {t_from} (stored up to {frame.index[-1]}); "
                         "change --from")
     first_shown = len(frame) - len(shown)
-    if t_at is None:
-        at_pos = len(frame) - 1
-    else:
-        at_pos = int(frame.index.searchsorted(t_at, side="right")) - 1
-        if at_pos < first_shown or t_at > frame.index[-1] + (frame.index[-1] - frame.index[max(len(frame) - 2, 0)]):
-            raise UserError(f"--at {t_at} is outside the data drawn ({shown.index[0]} to {shown.index[-1]}); "
-                            "change --at, --from or --to")
+    at_pos = _at_position(frame, shown, t_at)
     if "open_interest" not in frame.columns or frame["open_interest"].notna().sum() == 0:
         console.print("[yellow]warning:[/] no open interest in this range: entries are inferred from volume "
                       "(relative magnitudes only)")

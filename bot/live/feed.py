@@ -116,39 +116,48 @@ class Feed:
         self._top_up("last", now_ms)
         if not self._rows["last"]:
             return pd.DataFrame(columns=["open", "high", "low", "close", "volume"])
-        if self.max_bars and len(self._rows["last"]) > 2 * self.max_bars:  # bounded memory on long runs
-            for kind in ("last", "mark"):
-                self._rows[kind] = self._rows[kind][-self.max_bars:]
+        self._trim()
         frame = _frame(self._rows["last"])
         if self.max_bars:
             frame = frame.iloc[-self.max_bars:]
         if self.with_mark:
             self._top_up("mark", now_ms)
             if self._rows["mark"]:
-                mark = _frame(self._rows["mark"], "mark_").reindex(frame.index)
-                frame = frame.join(mark)
+                frame = frame.join(_frame(self._rows["mark"], "mark_").reindex(frame.index))
         if self.with_funding:
             self._top_up_funding(now_ms)
             if self._funding:
-                f = pd.DataFrame({"funding_rate": [float(x["fundingRate"]) for x in self._funding]},
-                                 index=pd.to_datetime([int(x["timestamp"]) for x in self._funding], unit="ms",
-                                                      utc=True))
-                frame["funding_rate"] = join_funding(frame, f[~f.index.duplicated()], self.timeframe)
+                frame["funding_rate"] = self._funding_rates(frame)
         if self.with_open_interest:
             self._top_up_open_interest(now_ms)
             if self._oi:
-                oi = pd.DataFrame({"open_interest": [float(x.get("openInterestAmount") or math.nan) for x in self._oi]},
-                                  index=pd.to_datetime([int(x["timestamp"]) for x in self._oi], unit="ms", utc=True))
-                oi = oi[~oi.index.duplicated(keep="last")]
-                step = timeframe_to_timedelta(self.timeframe)
-                frame["open_interest"] = join_asof_close(frame, oi, ["open_interest"], self.timeframe, 2 * step)[
-                    "open_interest"]
+                frame["open_interest"] = self._open_interest(frame)
         if "open_interest" not in frame.columns and self.stored_open_interest is not None:
             oi = self.stored_open_interest(frame)
             if oi is not None:
                 frame["open_interest"] = oi
         frame.attrs["symbol"] = self.symbol
         return frame
+
+    def _trim(self) -> None:
+        """Bounded memory on long runs: keep the last ``max_bars`` rows once twice that many are held."""
+        if self.max_bars and len(self._rows["last"]) > 2 * self.max_bars:
+            for kind in ("last", "mark"):
+                self._rows[kind] = self._rows[kind][-self.max_bars:]
+
+    def _funding_rates(self, frame: pd.DataFrame) -> pd.Series:
+        """The fetched funding history joined to ``frame``'s bar closes (as `bot.data.load_frame` does)."""
+        f = pd.DataFrame({"funding_rate": [float(x["fundingRate"]) for x in self._funding]},
+                         index=pd.to_datetime([int(x["timestamp"]) for x in self._funding], unit="ms", utc=True))
+        return join_funding(frame, f[~f.index.duplicated()], self.timeframe)
+
+    def _open_interest(self, frame: pd.DataFrame) -> pd.Series:
+        """The fetched open interest as of each bar close (backward only, within two bars)."""
+        oi = pd.DataFrame({"open_interest": [float(x.get("openInterestAmount") or math.nan) for x in self._oi]},
+                          index=pd.to_datetime([int(x["timestamp"]) for x in self._oi], unit="ms", utc=True))
+        oi = oi[~oi.index.duplicated(keep="last")]
+        step = timeframe_to_timedelta(self.timeframe)
+        return join_asof_close(frame, oi, ["open_interest"], self.timeframe, 2 * step)["open_interest"]
 
 
 def stored_open_interest(cfg: Any) -> Callable[[pd.DataFrame], pd.Series | None]:

@@ -178,16 +178,10 @@ class Runner:
         """Book every closed bar not booked yet and act on the latest decision (module docstring)."""
         out = StepResult()
         frame = self.feed.frame(now_ms)
-        last = self.last_bar_ms
         if len(frame) == 0:
             return out
         times = frame.index.as_unit("ms").asi8
-        keep = times >= self.start_ms
-        if last is not None:
-            keep &= times > last
-        if self.end_ms is not None:
-            keep &= times < self.end_ms
-        new = np.flatnonzero(keep)
+        new = self._unbooked(times)
         if len(new) == 0:
             out.stale = self._check_stale(now_ms, times[-1])
             return out
@@ -197,76 +191,92 @@ class Runner:
         features = self.spec.compute_features(frame, self.params)
         signals = self.spec.run(frame, self.params, features)
         prep = prepare(frame, signals, self.cfg.backtest, self.cfg.risk, self.symbol, self.cfg.costs)
-        p, br = prep.params, prep.brackets.table
         pos, acct, pending = self._core()
-        if self.store.get("clear_core_halt"):
-            acct = acct._replace(protection=acct.protection._replace(halt_until=int(times[new[0]]) // 1000,
-                                                                     stopouts=0))
-            self.store.put("clear_core_halt", False)
-            self.log("cleared", "a person cleared the halt: the core's lock ends now", int(times[new[0]]))
+        acct = self._apply_cleared_halt(acct, int(times[new[0]]))
         if len(new) > 1:
             out.missed = len(new) - 1
             self.log("missed", f"{len(new) - 1} bar(s) closed while down ({_utc(times[new[0]])} .. "
                                f"{_utc(times[new[-2]])}): booked, their decisions dropped; deciding only on "
                                f"{_utc(times[new[-1]])}", int(times[new[-1]]))
         for n, j in enumerate(new):
-            latest = n == len(new) - 1
-            t_ms = int(times[j])
-            k = t_ms // self.tf_ms
-            bar = Bar(int(prep.time[j]), prep.open[j], prep.high[j], prep.low[j], prep.close[j], prep.mark_open[j],
-                      prep.mark_high[j], prep.mark_low[j], prep.funding_rate[j], prep.funding_mark[j])
-            sig = Signal(prep.target[j], prep.stop[j], prep.take_profit[j], prep.atr[j], prep.volatility[j])
-            trades: list[Trade] = []
-            if n == 0:
-                pos, acct, opened = self.broker.at_open(p, br, pos, acct, pending, k, bar)
-            else:
-                pos, acct, opened = self.broker.at_open(p, br, pos, acct, no_intent(), k, bar)
-            trades += opened
-            is_last = self.end_ms is not None and t_ms + self.tf_ms >= self.end_ms
-            pos, acct, end, equity, state, intent = bar_close(p, br, pos, acct, k, bar, is_last, sig)
-            if end.reason != EXIT_NONE:
-                trades.append(end)
-            wallet = self.broker.wallet() if latest else None
-            if wallet is not None and not is_last and abs(float(acct.cash) - wallet) > 0.01:
-                # the exchange's wallet is the truth (its fee tier, its funding mark, a transfer): adopt it,
-                # so sizing and protections see the real equity from the next bar on
-                self.log("drift", f"the core's wallet {acct.cash:.2f} differs from the exchange's {wallet:.2f}; "
-                                  "adopting the exchange's", t_ms, core=float(acct.cash), exchange=wallet)
-                acct = acct._replace(cash=wallet)
-            reason = self.kill.reason(self.store) if latest else None
-            if reason and not is_last:
-                pos, acct, intent = decide(p, br, pos, acct, HALTED, equity, float(bar.close), sig)
-                if not self.cfg.live.flatten_on_halt:
-                    intent = intent._replace(exit=EXIT_NONE)
-            effective = HALTED if reason else int(state)
-            self._decision_line(t_ms, bar, sig, intent, pos, equity, effective, reason, latest)
-            act = latest and not is_last and (intent.exit != EXIT_NONE or intent.side != 0)
-            next_ms = t_ms + self.tf_ms
-            with self.store.transaction():
-                self._book_trades(trades)
-                self.store.equity(t_ms, float(equity), float(acct.cash), float(pos.side * pos.qty),
-                                  STATE_NAMES[effective], wallet)
-                self.store.put("last_bar_ms", t_ms)
-                self.store.put("state", STATE_NAMES[effective])
-                self.store.put("halt_reason", reason or "")
-                self.store.put("sending", next_ms if act and self.broker.name == "exchange" else None)
-                self.store.save_core(pos, acct, intent if act else no_intent())
-            out.processed += 1
-            if not latest:
-                continue
-            if is_last and self.broker.name == "exchange":
-                self.broker.flatten(next_ms, float(bar.close))
-            if act:
-                pos, acct, done, kept = self.broker.execute(p, br, pos, acct, intent, next_ms, k + 1,
-                                                            float(bar.close))
-                with self.store.transaction():
-                    self._book_trades(done)
-                    self.store.save_core(pos, acct, kept)
-                    self.store.put("sending", None)
-                out.acted = True
-            elif self.broker.name == "exchange" and not is_last:
-                self.broker.protect(pos, next_ms)  # the stop may have tightened; a vanished one comes back
+            pos, acct = self._book_bar(prep, int(j), int(times[j]), pos, acct, pending if n == 0 else no_intent(),
+                                       n == len(new) - 1, out)
         return out
+
+    def _unbooked(self, times: np.ndarray) -> np.ndarray:
+        """Positions in ``times`` of the closed bars in [start, end) after the last booked one."""
+        keep = times >= self.start_ms
+        if self.last_bar_ms is not None:
+            keep &= times > self.last_bar_ms
+        if self.end_ms is not None:
+            keep &= times < self.end_ms
+        return np.flatnonzero(keep)
+
+    def _apply_cleared_halt(self, acct: Any, t_ms: int) -> Any:
+        """End the core's protection lock now if a person cleared the halt (``status --clear-halt``)."""
+        if not self.store.get("clear_core_halt"):
+            return acct
+        self.store.put("clear_core_halt", False)
+        self.log("cleared", "a person cleared the halt: the core's lock ends now", t_ms)
+        return acct._replace(protection=acct.protection._replace(halt_until=t_ms // 1000, stopouts=0))
+
+    def _book_bar(self, prep: Any, j: int, t_ms: int, pos: Any, acct: Any, pending: Intent, latest: bool,
+                  out: StepResult) -> tuple[Any, Any]:
+        """Book bar ``j`` through the core (open, close, decision) and, on the latest bar, act on it."""
+        p, br = prep.params, prep.brackets.table
+        k = t_ms // self.tf_ms
+        bar = Bar(int(prep.time[j]), prep.open[j], prep.high[j], prep.low[j], prep.close[j], prep.mark_open[j],
+                  prep.mark_high[j], prep.mark_low[j], prep.funding_rate[j], prep.funding_mark[j])
+        sig = Signal(prep.target[j], prep.stop[j], prep.take_profit[j], prep.atr[j], prep.volatility[j])
+        pos, acct, trades = self.broker.at_open(p, br, pos, acct, pending, k, bar)
+        is_last = self.end_ms is not None and t_ms + self.tf_ms >= self.end_ms
+        pos, acct, end, equity, state, intent = bar_close(p, br, pos, acct, k, bar, is_last, sig)
+        trades = [*trades, end] if end.reason != EXIT_NONE else list(trades)
+        wallet = self.broker.wallet() if latest else None
+        if wallet is not None and not is_last:
+            acct = self._adopt_wallet(acct, wallet, t_ms)
+        reason = self.kill.reason(self.store) if latest else None
+        if reason and not is_last:
+            pos, acct, intent = decide(p, br, pos, acct, HALTED, equity, float(bar.close), sig)
+            if not self.cfg.live.flatten_on_halt:
+                intent = intent._replace(exit=EXIT_NONE)
+        effective = HALTED if reason else int(state)
+        self._decision_line(t_ms, bar, sig, intent, pos, equity, effective, reason, latest)
+        act = latest and not is_last and (intent.exit != EXIT_NONE or intent.side != 0)
+        next_ms = t_ms + self.tf_ms
+        with self.store.transaction():
+            self._book_trades(trades)
+            self.store.equity(t_ms, float(equity), float(acct.cash), float(pos.side * pos.qty),
+                              STATE_NAMES[effective], wallet)
+            self.store.put("last_bar_ms", t_ms)
+            self.store.put("state", STATE_NAMES[effective])
+            self.store.put("halt_reason", reason or "")
+            self.store.put("sending", next_ms if act and self.broker.name == "exchange" else None)
+            self.store.save_core(pos, acct, intent if act else no_intent())
+        out.processed += 1
+        if not latest:
+            return pos, acct
+        if is_last and self.broker.name == "exchange":
+            self.broker.flatten(next_ms, float(bar.close))
+        if act:
+            pos, acct, done, kept = self.broker.execute(p, br, pos, acct, intent, next_ms, k + 1, float(bar.close))
+            with self.store.transaction():
+                self._book_trades(done)
+                self.store.save_core(pos, acct, kept)
+                self.store.put("sending", None)
+            out.acted = True
+        elif self.broker.name == "exchange" and not is_last:
+            self.broker.protect(pos, next_ms)  # the stop may have tightened; a vanished one comes back
+        return pos, acct
+
+    def _adopt_wallet(self, acct: Any, wallet: float, t_ms: int) -> Any:
+        """The exchange's wallet is the truth (its fee tier, its funding mark, a transfer): adopt it when
+        it differs from the core's by more than a cent, so sizing and protections see the real equity."""
+        if abs(float(acct.cash) - wallet) <= 0.01:
+            return acct
+        self.log("drift", f"the core's wallet {acct.cash:.2f} differs from the exchange's {wallet:.2f}; "
+                          "adopting the exchange's", t_ms, core=float(acct.cash), exchange=wallet)
+        return acct._replace(cash=wallet)
 
     def _decision_line(self, t_ms: int, bar: Bar, sig: Signal, intent: Intent, pos: Any, equity: float,
                        state: int, reason: str | None, latest: bool) -> None:
