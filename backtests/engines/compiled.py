@@ -123,8 +123,13 @@ def kernel_module(tiers: int) -> ModuleType | None:
                     _build(name, tiers, path, failed)
         if path.exists():
             module = _load(name, path)
-    except (OSError, ImportError) as err:
-        print(f"note: the precompiled fast engine is unavailable ({err}); using numba's JIT", file=sys.stderr)
+    except ImportError as err:  # a damaged module: drop it, so the next run builds it afresh
+        path.unlink(missing_ok=True)
+        print(f"note: the precompiled fast engine did not load ({err}); using numba's JIT, rebuilding next run",
+              file=sys.stderr)
+    except OSError as err:  # e.g. a read-only or missing cache folder
+        print(f"note: the precompiled fast engine is unavailable ({err}); using numba's JIT (set "
+              "CASCADE_CACHE_DIR to a writable folder)", file=sys.stderr)
     _LOADED[tiers] = module
     return module
 
@@ -155,11 +160,14 @@ def _error_line(output: str) -> str:
 
 
 def _remove_other_keys(folder: Path) -> None:
+    """Remove modules of other keys, and build folders a killed build left, once a day old."""
     now = time.time()
-    for other in folder.glob(f"{PREFIX}*"):
+    for other in [*folder.glob(f"{PREFIX}*"), *folder.glob(f".{PREFIX}*.build")]:
         try:
             if source_key() not in other.name and now - other.stat().st_mtime > KEEP_OTHER_KEYS:
-                other.unlink()
+                shutil.rmtree(other) if other.is_dir() else other.unlink()
+            elif other.is_dir() and now - other.stat().st_mtime > KEEP_OTHER_KEYS:
+                shutil.rmtree(other)
         except OSError:
             pass  # another process removed it first
 

@@ -195,3 +195,21 @@ def test_a_backtest_process_never_imports_numba(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
     assert "pandas" in imported and "numba" not in imported and "scipy" not in imported
+
+
+def test_an_unusable_cache_folder_or_module_falls_back_to_the_jit(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = subprocess.run([sys.executable, "-c", BUILD], cwd=REPO, env=_child_env(blocker), text=True,
+                          capture_output=True, timeout=300)
+    assert proc.stdout.strip() == "False" and "set CASCADE_CACHE_DIR to a writable folder" in proc.stderr
+    damaged = tmp_path / "cache" / "kernels"
+    damaged.mkdir(parents=True)
+    name = subprocess.run([sys.executable, "-c", "from backtests.engines import compiled as c; "
+                           "print(c._module_path(c.module_name(12)))"], cwd=REPO, env=_child_env(tmp_path / "cache"),
+                          text=True, capture_output=True, timeout=60).stdout.strip()
+    Path(name).write_bytes(b"\x7fELF truncated")
+    proc = subprocess.run([sys.executable, "-c", BUILD], cwd=REPO, env=_child_env(tmp_path / "cache"), text=True,
+                          capture_output=True, timeout=300)
+    assert proc.stdout.strip() == "False" and "rebuilding next run" in proc.stderr
+    assert not Path(name).exists()
