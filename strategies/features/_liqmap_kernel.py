@@ -27,9 +27,10 @@ import math
 import numpy as np
 from numba import njit
 
+from strategies.features.liqmap_params import N_FEATURES
+
 LONG = 0
 SHORT = 1
-N_FEATURES = 19
 # Feature column positions (kept in sync with liquidation_map.FEATURE_COLUMNS).
 F_S_UP = 0  # 0, 1, 2: S_up(5 %, 10 %, 20 %)
 F_L_DN = 3  # 3, 4, 5: L_dn(5 %, 10 %, 20 %)

@@ -10,7 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["DEFAULT_TIERS", "LiqMapParams"]
+__all__ = ["DEFAULT_TIERS", "N_FEATURES", "LiqMapParams"]
+
+N_FEATURES = 19
+"""Columns of the estimator's per-bar feature matrix (`liquidation_map.FEATURE_COLUMNS`)."""
 
 DEFAULT_TIERS: tuple[tuple[float, float], ...] = ((5.0, 0.15), (10.0, 0.30), (25.0, 0.25), (50.0, 0.20), (100.0, 0.10))
 """(leverage, weight) pairs of the default leverage mix (docs/methods.md §A.3)."""

@@ -98,8 +98,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from strategies.features._liqmap_kernel import N_FEATURES, liqmap_kernel
-from strategies.features.liqmap_params import DEFAULT_TIERS, LiqMapParams  # noqa: F401 - re-exported
+from strategies.features import kernels
+from strategies.features.liqmap_params import DEFAULT_TIERS, N_FEATURES, LiqMapParams  # noqa: F401 - re-exported
 
 FEATURE_COLUMNS: tuple[str, ...] = (
     "liq_short_above_5", "liq_short_above_10", "liq_short_above_20",
@@ -236,7 +236,8 @@ def run_kernel(inputs: LiqMapInputs, snap_row: np.ndarray | None = None,
     n = len(inputs.open_ns)
     rows = np.full(n, -1, dtype=np.int64) if snap_row is None else snap_row.astype(np.int64)
     interval_ns = 0.0 if p.funding_interval_hours is None else p.funding_interval_hours * 3600e9
-    return liqmap_kernel(
+    return kernels.call(
+        "strategies.features._liqmap_kernel:liqmap_kernel",
         inputs.open_ns, inputs.open, inputs.high, inputs.low, inputs.close, inputs.cons_high,
         inputs.cons_low, inputs.volume, inputs.open_interest, inputs.taker_buy, inputs.funding,
         inputs.edges, inputs.centres, inputs.f_long, inputs.f_short, inputs.weights,

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from strategies.features._liqmap_kernel import N_FEATURES, _features_at
+from strategies.features._liqmap_kernel import _features_at
+from strategies.features.liqmap_params import N_FEATURES
 from strategies.features.liquidation_map import (
     BANDS,
     FEATURE_COLUMNS,
