@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from bot import interrupts
+from bot import aot, interrupts
 from bot.allocators import use_system_pool_for_arrow
 from bot.atomic import os_error
 from bot.errors import UserError
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     interrupts.install()
     use_system_pool_for_arrow()
+    aot.install()  # strategy kernels run precompiled: a backtest process never imports numba
     try:
         app(args=argv)
     except UserError as err:

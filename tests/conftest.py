@@ -17,10 +17,14 @@ import pandas as pd
 import pytest
 
 if "CASCADE_CACHE_DIR" not in os.environ:
-    # the precompiled fast kernel (backtests.engines.compiled) is built once per test session, here,
-    # and shared by the CLI tests' child processes; never in the user's ~/.cache
+    # precompiled kernels (bot/aot.py) are built once per test session, here, and shared by the
+    # tests' child processes; never in the user's ~/.cache
     os.environ["CASCADE_CACHE_DIR"] = tempfile.mkdtemp(prefix="cascade-test-cache-")
     atexit.register(shutil.rmtree, os.environ["CASCADE_CACHE_DIR"], True)
+# The suite runs numba's JIT functions (a build per new argument-type set would cost seconds each);
+# tests/backtests/test_compiled.py and tests/bot/test_aot.py turn precompiled kernels on and prove
+# them bit for bit equal to the JIT on every strategy and engine set-up.
+os.environ.setdefault("CASCADE_AOT", "0")
 
 
 @cache

@@ -19,6 +19,7 @@ import pytest
 
 from backtests.engines import compiled, fast
 from backtests.engines.common import kernel_args, prepare
+from bot import aot
 from bot.config import BacktestConfig, RiskConfig
 from bot.risk.brackets import load_brackets
 from bot.risk.sizing import realized_volatility
@@ -43,15 +44,21 @@ RISKS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def precompiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Precompiled kernels on (tests/conftest.py turns them off for the rest of the suite)."""
+    monkeypatch.setenv("CASCADE_AOT", "1")
+
+
 def compiled_module(tiers: int):  # noqa: ANN201
     """The precompiled module for ``tiers``; skips only when this machine has no C compiler (.ci/run
     installs one), any other build failure fails the test."""
     module = compiled.kernel_module(tiers)
     if module is None:
-        failed = list(compiled.cache_dir().glob(f"{compiled.module_name(tiers)}.failed"))
+        failed = list(aot.cache_dir().glob(f"{compiled.module_name(tiers)}.failed"))
         reason = failed[0].read_text() if failed else "CASCADE_AOT disables it"
         if "without the compiler" in reason or "CASCADE_AOT" in reason:
-            pytest.skip(f"no precompiled kernel here: {compiled._error_line(reason)}")
+            pytest.skip(f"no precompiled kernel here: {aot.error_line(reason)}")
         pytest.fail(f"the precompiled module did not build: {reason[-2000:]}")
     return module
 
@@ -140,7 +147,7 @@ def test_the_key_follows_the_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: 
                 (dst / f.name).write_bytes(f.read_bytes())
         else:
             dst.write_bytes(src.read_bytes())
-    monkeypatch.setattr(compiled, "ROOT", tmp_path)
+    monkeypatch.setattr(aot, "ROOT", tmp_path)
     compiled.source_key.cache_clear()
     try:
         before = compiled.source_key()
@@ -152,7 +159,7 @@ def test_the_key_follows_the_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def _child_env(cache: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "CASCADE_CACHE_DIR": str(cache), **extra}
+    return {**os.environ, "CASCADE_CACHE_DIR": str(cache), "CASCADE_AOT": "1", **extra}
 
 
 BUILD = "from backtests.engines import compiled; print(compiled.kernel_module(12) is not None)"
@@ -184,14 +191,15 @@ def test_without_a_c_compiler_the_run_falls_back_to_the_jit_once(tmp_path: Path)
 
 
 @needs_compiler
-def test_a_backtest_process_never_imports_numba(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["examples/ema_cross.py", "liq_asymmetry", "sr_levels"])
+def test_a_backtest_process_never_imports_numba(tmp_path: Path, strategy: str) -> None:
     config = tmp_path / "config.toml"
     config.write_text(f'[data]\ndir = "{(tmp_path / "data").as_posix()}"\n'
                       f'[backtest]\nresults_dir = "{(tmp_path / "results").as_posix()}"\n')
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "bot", "backtest", "--config", str(config),
-                           "--strategy", "examples/ema_cross.py", "--engine", "fast", "--from", "2025-06-01",
+                           "--strategy", strategy, "--engine", "fast", "--from", "2025-06-01",
                            "--to", "2025-06-08", "--no-report"], cwd=REPO, text=True, capture_output=True,
-                          timeout=300)
+                          timeout=300, env={**os.environ, "CASCADE_AOT": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
     assert "pandas" in imported and "numba" not in imported and "scipy" not in imported
@@ -206,7 +214,7 @@ def test_an_unusable_cache_folder_or_module_falls_back_to_the_jit(tmp_path: Path
     damaged = tmp_path / "cache" / "kernels"
     damaged.mkdir(parents=True)
     name = subprocess.run([sys.executable, "-c", "from backtests.engines import compiled as c; "
-                           "print(c._module_path(c.module_name(12)))"], cwd=REPO, env=_child_env(tmp_path / "cache"),
+                           "from bot import aot; print(aot.module_path(c.module_name(12)))"], cwd=REPO, env=_child_env(tmp_path / "cache"),
                           text=True, capture_output=True, timeout=60).stdout.strip()
     Path(name).write_bytes(b"\x7fELF truncated")
     proc = subprocess.run([sys.executable, "-c", BUILD], cwd=REPO, env=_child_env(tmp_path / "cache"), text=True,
