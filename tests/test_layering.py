@@ -7,7 +7,12 @@ even in code no test runs:
   (tests/strategies/test_purity.py also forbids file and network calls there);
 * ``bot/risk/`` and ``bot/core/`` (the one trading core) import only the standard library, numpy/numba
   and each other, plus the typed settings (``bot.config``) and ``bot.errors``;
-* ``bot.commands`` is imported by ``bot/cli.py`` only (commands may share helpers among themselves).
+* ``bot.commands`` is imported by ``bot/cli.py`` only (commands may share helpers among themselves);
+* in ``strategies/`` only the kernel modules (``_*_kernels.py``, ``_liqmap_kernel.py``) import numba:
+  strategies call kernels by reference (`strategies.features.kernels`), so a process that runs them
+  precompiled never loads numba;
+* the backtest path imports no numba: ``bot/risk/codes.py``, ``bot/risk/brackets.py``,
+  ``bot/risk/params.py``, ``backtests/engines/common.py`` and ``backtests/engines/compiled.py``.
 """
 
 from __future__ import annotations
@@ -95,6 +100,31 @@ def test_only_the_cli_imports_commands():
     assert found == []
 
 
+def is_kernel_module(path: Path) -> bool:
+    return path.name.startswith("_") and path.stem.endswith(("_kernels", "_kernel"))
+
+
+NUMBA_FREE = ("bot/risk/codes.py", "bot/risk/brackets.py", "bot/risk/params.py", "backtests/engines/common.py",
+              "backtests/engines/compiled.py", "backtests/runner.py", "bot/aot.py", "bot/progress.py")
+
+
+def numba_imports(path: Path) -> list[str]:
+    # `bot/aot.py` and `compiled.py` import numba inside their build functions only (run in a child)
+    found = []
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:  # module level: what importing the module runs
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names if top(n) == "numba"]
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in modules("strategies") if not is_kernel_module(p)]
+                         + [ROOT / f for f in NUMBA_FREE], ids=lambda p: str(p.relative_to(ROOT)))
+def test_strategies_and_the_backtest_path_import_no_numba(path):
+    assert numba_imports(path) == []
+
+
 def test_the_checks_catch_violations(tmp_path, monkeypatch):
     monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
     (tmp_path / "strategies").mkdir()
@@ -113,3 +143,6 @@ def test_the_checks_catch_violations(tmp_path, monkeypatch):
     assert check_core(r) == ["bot/risk/y.py:2 imports pandas", "bot/risk/y.py:5 imports bot.data",
                              "bot/risk/y.py:6 imports bot.store"]
     assert check_commands_users(b) == ["backtests/z.py:1 imports bot.commands.backtest"]
+    n = tmp_path / "strategies" / "w.py"
+    n.write_text("import numba as nb\nfrom numba import njit\ndef f():\n    import numba\n")
+    assert numba_imports(n) == ["strategies/w.py:1 imports numba", "strategies/w.py:2 imports numba"]
