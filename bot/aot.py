@@ -43,8 +43,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "cascade_"
 KEEP_UNUSED = 30 * 86_400.0
@@ -66,6 +64,8 @@ def cache_dir() -> Path:
 @cache
 def toolchain_key() -> str:
     """What every compiled module depends on besides its sources: numba, llvmlite, NumPy, Python, platform."""
+    import numpy as np
+
     h = hashlib.sha256(f"numpy={np.__version__};".encode())
     for package in ("numba", "llvmlite"):  # their version files, found without importing them
         spec = importlib.util.find_spec(package)
@@ -208,6 +208,8 @@ def forwarder(fn: Callable[..., Any], n_args: int) -> Callable[..., Any]:
 def type_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """The argument types as numba would type them (arrays: dtype, ndim, layout, read-only; NumPy and
     Python scalars); None when an argument is of another kind (the JIT handles those)."""
+    import numpy as np  # imported here: `install` runs in every command, `cascade --help` included
+
     out: list[Any] = []
     for a in args:
         if isinstance(a, np.ndarray):
@@ -268,6 +270,7 @@ def install() -> None:
 
 def _numba_type(key: Any) -> Any:
     import numba as nb
+    import numpy as np
 
     if isinstance(key, list):  # an array, from JSON
         _, dtype, ndim, layout, readonly = key
