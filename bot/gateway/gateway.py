@@ -18,7 +18,8 @@ Guarantees (docs/architecture.md "Live and paper"; tested in ``tests/bot/test_ga
   the tick, orders under the minimum amount or notional refused before anything is sent.
 * **Account mode.** :meth:`Gateway.start` refuses hedge (dual-side) mode and Binance's
   multi-assets mode with a one-line message, then sets isolated margin and the leverage on every
-  symbol before the first order ("no change needed" answers, -4046 / -4067, count as success).
+  symbol before the first order ("no need to change margin type", -4046, counts as success; -4047/-4048,
+  open orders or a position in the other mode, do not).
 * **Protection.** :meth:`Gateway.protect` keeps exactly one reduce-only stop-loss (and take-profit)
   resting on the exchange for the open position: it lists conditional orders with
   ``params={'trigger': True}`` (without it ccxt cannot see Binance's Algo API orders and a bot
@@ -241,9 +242,10 @@ class Gateway:
         self._event("started", f"{ex.id} ready for {', '.join(symbols)}", symbols=list(symbols))
 
     def _set_margin(self, symbol: str, leverage: float) -> None:
-        # "No need to change margin type" (-4046, ccxt MarginModeAlreadySet) and -4067 are successes
+        # "No need to change margin type" (-4046, ccxt MarginModeAlreadySet) is a success; -4067 belongs to
+        # the position-mode endpoint, and -4047/-4048 (open orders/position in the other mode) are refusals
         def unchanged(err: BaseException) -> bool:
-            return isinstance(err, ccxt.MarginModeAlreadySet) or any(c in str(err) for c in ("-4046", "-4067"))
+            return isinstance(err, ccxt.MarginModeAlreadySet) or "-4046" in str(err)
 
         answer = self._call("set_margin_mode", self.exchange.set_margin_mode,
                             ("isolated", symbol, fill(self.venue.margin_params, leverage)), expected=unchanged)

@@ -103,8 +103,7 @@ def _gateway_events(log: EventLog) -> Any:
     def on_event(e: Any) -> None:
         if e.kind == "order":
             return
-        if e.kind == "rejected" and any(x in e.message for x in ("MarginModeAlreadySet", "-4046", "-4067",
-                                                                 "OrderNotFound")):
+        if e.kind == "rejected" and any(x in e.message for x in ("MarginModeAlreadySet", "-4046", "OrderNotFound")):
             return
         log(f"gw.{e.kind}", e.message)
     return on_event

@@ -92,6 +92,18 @@ def test_start_refuses_hedge_and_multi_assets_mode(source, switch, word):
         assert gw.events[-1].kind == "rejected" and srv.account.orders == {}
 
 
+def test_margin_that_cannot_become_isolated_stops_the_start(source):
+    """-4048 (a position in cross margin) is a refusal, not the "no need to change" (-4046) success."""
+    with replay(source) as srv:
+        gw = gateway(srv)
+        gw.market_order(BTC, "buy", 0.05, bar=BAR, intent="entry", price_hint=80_000)
+        srv.account._put_settings("BTCUSDT", dict(srv.account.settings("BTCUSDT"), margin="CROSSED"))
+        with pytest.raises(GatewayRejected, match="-4048"):
+            gw.start([BTC], 5)
+        assert srv.account.settings("BTCUSDT")["margin"] == "CROSSED"
+        assert gw.events[-1].kind == "rejected" and "-4048" in gw.events[-1].message
+
+
 def test_entry_protection_and_stop_out_end_to_end(source):
     with replay(source) as srv:
         gw = gateway(srv)
