@@ -30,9 +30,9 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
@@ -207,45 +207,179 @@ def graceful_interrupt() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_fold(study: optuna.Study, objective: Callable[[optuna.Trial], Any], n_trials: int,
+class FoldObjective(Protocol):
+    """A trial in two steps, so that its storage row (with the parameters) exists before it runs."""
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        """Draw the trial's parameters."""
+
+    def evaluate(self, params: Any, trial: optuna.Trial) -> float | Sequence[float]:
+        """Score them (may report to ``trial`` and raise ``optuna.TrialPruned``)."""
+
+
+class _Heartbeat:
+    """One thread per worker that records heartbeats for the trial the worker is running: once as soon
+    as the trial starts, then every ``heartbeat_interval`` seconds while it runs (what optuna's
+    per-trial heartbeat thread does, without starting and joining a thread for every trial)."""
+
+    def __init__(self, storage: RDBStorage) -> None:
+        self.storage = storage
+        self.interval = storage.get_heartbeat_interval()
+        self.current: int | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Heartbeat:
+        if self.interval:
+            self._thread = threading.Thread(target=self._run, name="cascade-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.current = None
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def beat(self, trial_id: int) -> None:
+        """``trial_id`` is running: beat for it now and until :meth:`idle`."""
+        self.current = trial_id
+        self._wake.set()
+
+    def idle(self) -> None:
+        self.current = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            trial_id = self.current
+            if trial_id is not None and not self._stop.is_set():
+                self.storage.record_heartbeat(trial_id)  # a beat just after the trial ended is harmless
+
+
+def _mirror_copy(t: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
+    """What a sampler or pruner reads of a finished trial (its attributes stay in the storage)."""
+    return optuna.trial.create_trial(state=t.state, values=t.values, params=t.params, distributions=t.distributions,
+                                     system_attrs=t.system_attrs, intermediate_values=t.intermediate_values)
+
+
+def run_fold(study: optuna.Study, storage: RDBStorage, objective: FoldObjective, n_trials: int,
              on_trial: Callable[[], None] | None = None, poll: float = 0.5) -> int:
-    """Run trials on ``study`` until it holds ``n_trials`` finished ones; return how many ran here.
+    """Run trials on ``study`` (kept in ``storage``) until it holds ``n_trials`` finished ones; return
+    how many ran here.
 
-    Waiting (retried) trials run first; while only other workers' (or dead workers') trials are
-    running it waits, failing stale ones so that their retries can run here. Within one
-    ``study.optimize`` call a callback stops this worker as soon as finished + running + waiting
-    trials fill the budget (other workers may be adding trials at the same time).
+    Before each trial: optuna's stale-trial check, then one read of the study's trials (optuna's cache
+    fetches only new and unfinished rows), which gives the budget (finished + running + waiting, so
+    concurrent workers overshoot by at most one trial each) and the new finished trials.
+
+    * Waiting (retried) trials run first, through ``study.ask``/``study.tell`` (they carry their
+      parameters);
+    * otherwise the study's sampler draws the parameters on an in-memory **mirror** of the study's
+      finished trials (the same parameters, values, intermediate values and system attributes, in
+      the same order, so it draws what it would draw on the storage itself), the trial is created in
+      the storage as RUNNING with those parameters in one transaction and beats while it runs, and its
+      attributes, intermediate values and final state are written when it ends. A trial costs a few
+      storage round trips instead of optuna's dozen (each parameter, each read of the history);
+    * while only other workers' (or dead workers') trials are running it waits, failing stale ones so
+      that their retries can run here.
     """
-    ran = [0]
-
-    def budget(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        ran[0] += 1
-        if on_trial is not None:
-            on_trial()
-        if STOP.is_set():
-            study.stop()
-            return
-        c = counts(study)
-        if c.get("WAITING", 0) == 0 and c.get("COMPLETE", 0) + c.get("PRUNED", 0) + c.get("RUNNING", 0) >= n_trials:
-            study.stop()
-
-    while not STOP.is_set():
-        c = counts(study)
-        finished = c.get("COMPLETE", 0) + c.get("PRUNED", 0)
-        waiting, running = c.get("WAITING", 0), c.get("RUNNING", 0)
-        free = n_trials - finished - running - waiting
-        if waiting == 0 and free <= 0:
-            if running == 0 or finished >= n_trials:
-                break
-            time.sleep(poll)  # someone's trial is running: it finishes, or goes stale and is retried
+    study_id = storage.get_study_id_from_name(study.study_name)
+    mirror = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=study.sampler,
+                                 pruner=study.pruner, directions=study.directions)
+    mirrored: set[int] = set()  # storage trial numbers the mirror holds
+    ran = 0
+    with _Heartbeat(storage) as heartbeat:
+        while not STOP.is_set():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                fail_stale_trials(study)  # (optuna does this itself before each trial it starts)
+                fail_stale_trials(study)  # (optuna's study.optimize does this before each trial too)
+            c: dict[TrialState, int] = {}
+            trials = study.get_trials(deepcopy=False)
+            for t in trials:
+                c[t.state] = c.get(t.state, 0) + 1
+                if t.state in FINISHED and t.number not in mirrored:
+                    mirror.add_trial(_mirror_copy(t))
+                    mirrored.add(t.number)
+            finished = c.get(TrialState.COMPLETE, 0) + c.get(TrialState.PRUNED, 0)
+            waiting, running = c.get(TrialState.WAITING, 0), c.get(TrialState.RUNNING, 0)
+            if waiting:
+                _run_waiting(study, storage, study_id, objective, heartbeat)
+            elif n_trials - finished - running > 0:
+                mirrored.add(_run_mirrored(mirror, storage, study_id, objective, heartbeat, len(trials)))
+            elif running == 0 or finished >= n_trials:
+                break
+            else:
+                time.sleep(poll)  # someone's trial is running: it finishes, or goes stale and is retried
                 fail_heartbeatless_trials(study)
-            continue
-        study.optimize(objective, n_trials=max(free, 0) + waiting, callbacks=[budget], catch=(),
-                       gc_after_trial=False)
-    return ran[0]
+                continue
+            ran += 1
+            if on_trial is not None:
+                on_trial()
+    storage.remove_session()
+    return ran
+
+
+def _run_mirrored(mirror: optuna.Study, storage: RDBStorage, study_id: int, objective: FoldObjective,
+                  heartbeat: _Heartbeat, expected: int) -> int:
+    """A new trial sampled on the mirror, stored as it runs; returns its number in the storage."""
+    mt = mirror.ask()
+    try:
+        params = objective.suggest(mt)
+    except BaseException:
+        mirror.tell(mt, state=TrialState.FAIL)
+        raise
+    drawn = mirror.get_trials(deepcopy=False)[mt.number]  # parameters and the sampler's system attributes
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, params=drawn.params,
+                                         distributions=drawn.distributions, system_attrs=drawn.system_attrs)
+    trial_id = storage.create_new_trial(study_id, template_trial=template)
+    # trials are numbered 0, 1, … in creation order: without a concurrent worker this one is the next
+    # number after the last read (checked with a one-row query; optuna's number lookup loads the trial)
+    if storage.get_trial_id_from_study_id_trial_number(study_id, expected) != trial_id:
+        expected = storage.get_trial_number_from_id(trial_id)
+    heartbeat.beat(trial_id)
+    try:
+        try:
+            values = objective.evaluate(params, mt)
+        except optuna.TrialPruned:
+            done = mirror.tell(mt, state=TrialState.PRUNED)  # optuna's value of a pruned trial
+        else:
+            done = mirror.tell(mt, values)  # validated as study.optimize does (NaN -> FAIL)
+    except BaseException:
+        mirror.tell(mt, state=TrialState.FAIL)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        heartbeat.idle()
+        raise
+    for key, value in done.user_attrs.items():  # the return series before the state: a COMPLETE
+        storage.set_trial_user_attr(trial_id, key, value)  # trial always has its series
+    for step, value in done.intermediate_values.items():
+        storage.set_trial_intermediate_value(trial_id, step, value)
+    storage.set_trial_state_values(trial_id, done.state, done.values)
+    heartbeat.idle()
+    return expected
+
+
+def _run_waiting(study: optuna.Study, storage: RDBStorage, study_id: int, objective: FoldObjective,
+                 heartbeat: _Heartbeat) -> None:
+    """A waiting (retried) trial, through optuna's ask and tell (``ask`` claims it atomically)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with study.optimize": we beat
+        trial = study.ask()
+    heartbeat.beat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+    try:
+        try:
+            values = objective.evaluate(objective.suggest(trial), trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, values)
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    finally:
+        heartbeat.idle()
 
 
 def fail_heartbeatless_trials(study: optuna.Study, grace: float = GRACE_SECONDS) -> int:

@@ -107,15 +107,29 @@ def folds_from_meta(meta: dict[str, Any]) -> list[Fold]:
     return [Fold(f["fold"], *f["pos"]) for f in meta["folds"]]
 
 
-def make_objective(evaluator: Evaluator, strategy: Strategy, fold: Fold) -> Callable[[optuna.Trial], Any]:
-    """The optuna objective of ``fold``: suggest, evaluate on in-sample bars only."""
+@dataclass(frozen=True)
+class TrialObjective:
+    """The optuna objective of a fold: suggest, then evaluate on in-sample bars only (two steps, see
+    :class:`backtests.optimize.study.FoldObjective`; calling it does both)."""
 
-    def objective(trial: optuna.Trial) -> Any:
-        p = strategy.suggest(trial)
-        ev = evaluator.evaluate(p, fold.is_start, fold.is_stop, trial)
+    evaluator: Evaluator
+    strategy: Strategy
+    fold: Fold
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        return self.strategy.suggest(trial)
+
+    def evaluate(self, p: Any, trial: optuna.Trial) -> Any:
+        ev = self.evaluator.evaluate(p, self.fold.is_start, self.fold.is_stop, trial)
         return ev.values if len(ev.values) > 1 else ev.values[0]
 
-    return objective
+    def __call__(self, trial: optuna.Trial) -> Any:
+        return self.evaluate(self.suggest(trial), trial)
+
+
+def make_objective(evaluator: Evaluator, strategy: Strategy, fold: Fold) -> TrialObjective:
+    """The optuna objective of ``fold``: suggest, evaluate on in-sample bars only."""
+    return TrialObjective(evaluator, strategy, fold)
 
 
 def run_worker(url: str, name: str, evaluator: Evaluator, strategy: Strategy, folds: list[Fold],
@@ -131,7 +145,7 @@ def run_worker(url: str, name: str, evaluator: Evaluator, strategy: Strategy, fo
                                   sampler=S.make_sampler(settings.objective, settings.seed, fold.k,
                                                          settings.n_trials),
                                   pruner=S.make_pruner(settings.prune, multi))
-        ran += S.run_fold(study, make_objective(evaluator, strategy, fold), settings.n_trials, on_trial)
+        ran += S.run_fold(study, storage, make_objective(evaluator, strategy, fold), settings.n_trials, on_trial)
     return ran
 
 
