@@ -105,6 +105,11 @@ class Evaluator:
                  objective: tuple[str, ...], n_blocks: int = 3, min_trades: int = 15,
                  dd_weight: float = 1.0, prune: bool = False) -> None:
         self.frame = frame
+        # the bars the trials slice, without ``frame.attrs``: pandas deep-copies the attrs (the data
+        # problems list, the symbol) into every slice and every derived series, hundreds of copies per
+        # evaluation; the engine gets the symbol from the config and nothing else reads them
+        self.bars = frame.copy(deep=False)
+        self.bars.attrs = {}
         self.strategy = strategy
         self.cfg = cfg
         self.engine = engine
@@ -129,7 +134,7 @@ class Evaluator:
         """Signals on bars ``[start, stop)``, computed from ``start − warm-up`` with cached features."""
         lo = max(0, start - self.strategy.warmup_bars(p, self.timeframe))
         feats = self.strategy.features(self.frame, p)
-        part = self.frame.iloc[lo:stop]
+        part = self.bars.iloc[lo:stop]
         sig = self.strategy.signals(part, p, slice_features(feats, lo, stop, len(self.frame)))
         return sig.iloc[start - lo:]
 
@@ -137,7 +142,7 @@ class Evaluator:
                    engine: str | None = None) -> WindowRun:
         """Backtest ``p`` on bars ``[start, stop)`` (flat at ``start``)."""
         sig = self.signals_for(p, start, stop) if signals is None else signals
-        frame = self.frame.iloc[start:stop]
+        frame = self.bars.iloc[start:stop]
         result = run_engine(frame, sig, self.cfg, engine or self.engine)
         return self.summarise(result)
 
