@@ -32,6 +32,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import optuna
@@ -266,30 +267,66 @@ def _mirror_copy(t: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
                                      system_attrs=t.system_attrs, intermediate_values=t.intermediate_values)
 
 
+@dataclass
+class _View:
+    """A fold's trial counts as of the last read, advanced by this worker's own trials."""
+
+    total: int = 0
+    finished: int = 0
+    running: int = 0
+    waiting: int = 0
+    exact: bool = False  # no other worker can have changed it since (see run_fold)
+
+
+def _read(study: optuna.Study, mirror: optuna.Study, mirrored: set[int]) -> _View:
+    """The fold's counts; new finished trials of other workers are added to the mirror."""
+    view = _View()
+    for t in study.get_trials(deepcopy=False):  # optuna's cache fetches only new and unfinished rows
+        view.total += 1
+        if t.state in FINISHED:
+            view.finished += 1
+            if t.number not in mirrored:
+                mirror.add_trial(_mirror_copy(t))
+                mirrored.add(t.number)
+        elif t.state == TrialState.RUNNING:
+            view.running += 1
+        elif t.state == TrialState.WAITING:
+            view.waiting += 1
+    return view
+
+
 def run_fold(study: optuna.Study, storage: RDBStorage, objective: FoldObjective, n_trials: int,
              on_trial: Callable[[], None] | None = None, poll: float = 0.5) -> int:
     """Run trials on ``study`` (kept in ``storage``) until it holds ``n_trials`` finished ones; return
     how many ran here.
 
-    Before each trial: optuna's stale-trial check (at most once per heartbeat interval), then one read of the study's trials (optuna's cache
-    fetches only new and unfinished rows), which gives the budget (finished + running + waiting, so
-    concurrent workers overshoot by at most one trial each) and the new finished trials.
+    The budget counts finished, running and waiting trials (so a resumed study runs exactly the missing
+    trials, and concurrent workers overshoot by at most one trial each):
 
-    * Waiting (retried) trials run first, through ``study.ask``/``study.tell`` (they carry their
+    * waiting (retried) trials run first, through ``study.ask``/``study.tell`` (they carry their
       parameters);
     * otherwise the study's sampler draws the parameters on an in-memory **mirror** of the study's
-      finished trials (the same parameters, values, intermediate values and system attributes, in
-      the same order, so it draws what it would draw on the storage itself), the trial is created in
-      the storage as RUNNING with those parameters in one transaction and beats while it runs, and its
-      attributes, intermediate values and final state are written when it ends. A trial costs a few
-      storage round trips instead of optuna's dozen (each parameter, each read of the history);
+      finished trials (their parameters, values, intermediate values and system attributes, in
+      order, so it draws what it would draw on the storage itself), the trial is created in the
+      storage as RUNNING with those parameters in one transaction and beats while it runs, and its
+      attributes (the return series), intermediate values and final state are written when it ends:
+      a few storage round trips per trial instead of optuna's dozen (each parameter, each read of the
+      history, a heartbeat thread per trial);
     * while only other workers' (or dead workers') trials are running it waits, failing stale ones so
       that their retries can run here.
+
+    The counts come from reading the fold's trials, except while this worker has the fold to itself:
+    trials are numbered in creation order, so when this worker's new trial got the next number after
+    its view, and no other worker's trial was running or waiting, nobody else has touched the fold and
+    the view advanced by its own trial is exact. Any other number (a trial created elsewhere) sends
+    it back to reading before every trial. optuna's stale-trial check runs at most once per heartbeat
+    interval (``study.optimize`` runs it before every trial).
     """
     study_id = storage.get_study_id_from_name(study.study_name)
     mirror = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=study.sampler,
                                  pruner=study.pruner, directions=study.directions)
     mirrored: set[int] = set()  # storage trial numbers the mirror holds
+    view = _View()
     ran = 0
     with _Heartbeat(storage) as heartbeat:
         checked = -math.inf
@@ -297,26 +334,25 @@ def run_fold(study: optuna.Study, storage: RDBStorage, objective: FoldObjective,
             if time.monotonic() - checked >= (heartbeat.interval or 0):  # nothing goes stale faster
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    fail_stale_trials(study)  # (optuna's study.optimize does this before every trial)
+                    fail_stale_trials(study)
                 checked = time.monotonic()
-            c: dict[TrialState, int] = {}
-            trials = study.get_trials(deepcopy=False)
-            for t in trials:
-                c[t.state] = c.get(t.state, 0) + 1
-                if t.state in FINISHED and t.number not in mirrored:
-                    mirror.add_trial(_mirror_copy(t))
-                    mirrored.add(t.number)
-            finished = c.get(TrialState.COMPLETE, 0) + c.get(TrialState.PRUNED, 0)
-            waiting, running = c.get(TrialState.WAITING, 0), c.get(TrialState.RUNNING, 0)
-            if waiting:
+            if not view.exact:
+                view = _read(study, mirror, mirrored)
+            if view.waiting:
                 _run_waiting(study, storage, study_id, objective, heartbeat)
-            elif n_trials - finished - running > 0:
-                mirrored.add(_run_mirrored(mirror, storage, study_id, objective, heartbeat, len(trials)))
-            elif running == 0 or finished >= n_trials:
+                view.exact = False
+            elif n_trials - view.finished - view.running > 0:
+                number, state = _run_mirrored(mirror, storage, study_id, objective, heartbeat, view.total)
+                mirrored.add(number)
+                view.exact = number == view.total and view.running == 0
+                view.total += 1
+                view.finished += state in FINISHED
+            elif view.running == 0 or view.finished >= n_trials:
                 break
             else:
                 time.sleep(poll)  # someone's trial is running: it finishes, or goes stale and is retried
                 fail_heartbeatless_trials(study)
+                view.exact = False
                 continue
             ran += 1
             if on_trial is not None:
@@ -326,8 +362,9 @@ def run_fold(study: optuna.Study, storage: RDBStorage, objective: FoldObjective,
 
 
 def _run_mirrored(mirror: optuna.Study, storage: RDBStorage, study_id: int, objective: FoldObjective,
-                  heartbeat: _Heartbeat, expected: int) -> int:
-    """A new trial sampled on the mirror, stored as it runs; returns its number in the storage."""
+                  heartbeat: _Heartbeat, expected: int) -> tuple[int, TrialState]:
+    """A new trial sampled on the mirror, stored as it runs; returns its number in the storage (the
+    ``expected`` one unless another worker created trials meanwhile) and its final state."""
     mt = mirror.ask()
     try:
         params = objective.suggest(mt)
@@ -338,10 +375,10 @@ def _run_mirrored(mirror: optuna.Study, storage: RDBStorage, study_id: int, obje
     template = optuna.trial.create_trial(state=TrialState.RUNNING, params=drawn.params,
                                          distributions=drawn.distributions, system_attrs=drawn.system_attrs)
     trial_id = storage.create_new_trial(study_id, template_trial=template)
-    # trials are numbered 0, 1, … in creation order: without a concurrent worker this one is the next
-    # number after the last read (checked with a one-row query; optuna's number lookup loads the trial)
+    # a one-row query (optuna's number lookup loads the whole trial)
+    number = expected
     if storage.get_trial_id_from_study_id_trial_number(study_id, expected) != trial_id:
-        expected = storage.get_trial_number_from_id(trial_id)
+        number = storage.get_trial_number_from_id(trial_id)
     heartbeat.beat(trial_id)
     try:
         try:
@@ -361,7 +398,7 @@ def _run_mirrored(mirror: optuna.Study, storage: RDBStorage, study_id: int, obje
         storage.set_trial_intermediate_value(trial_id, step, value)
     storage.set_trial_state_values(trial_id, done.state, done.values)
     heartbeat.idle()
-    return expected
+    return number, done.state
 
 
 def _run_waiting(study: optuna.Study, storage: RDBStorage, study_id: int, objective: FoldObjective,
