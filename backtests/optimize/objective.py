@@ -95,7 +95,8 @@ def daily_returns(index: pd.DatetimeIndex, equity: np.ndarray, initial: float) -
     prev = np.r_[initial, vals[:-1]]
     with np.errstate(divide="ignore", invalid="ignore"):
         rets = vals / prev - 1.0
-    return pd.Series(rets, index=pd.to_datetime(full * DAY.value, utc=True), name="returns")
+    days_utc = pd.DatetimeIndex((full * DAY.value).view("datetime64[ns]")).tz_localize("UTC")  # = to_datetime, 3x faster
+    return pd.Series(rets, index=days_utc, name="returns")
 
 
 class Evaluator:
@@ -219,13 +220,14 @@ class Evaluator:
         rets = np.concatenate([r.returns.to_numpy(dtype=float) for r in runs])
         ev = Evaluation(values, scores, rets, n_trades, max_dd, median)
         if trial is not None:
-            _store(trial, runs, scores)
+            _store(trial, runs, scores, rets)
         return ev
 
 
-def _store(trial: Any, runs: list[WindowRun], scores: list[float]) -> None:
+def _store(trial: Any, runs: list[WindowRun], scores: list[float], rets: np.ndarray | None = None) -> None:
     """Every trial's daily return series and trade count go into the study (CSCV/DSR need them)."""
-    rets = np.concatenate([r.returns.to_numpy(dtype=float) for r in runs]) if runs else np.empty(0)
+    if rets is None:
+        rets = np.concatenate([r.returns.to_numpy(dtype=float) for r in runs]) if runs else np.empty(0)
     # one attribute, one storage write per trial
     trial.set_user_attr("eval", {"worker": f"{socket.gethostname()}:{os.getpid()}", "returns": [float(x) if math.isfinite(x) else 0.0 for x in rets],
                                  "n_trades": int(sum(r.n_trades for r in runs)),
