@@ -328,6 +328,7 @@ def run_fold(study: optuna.Study, storage: RDBStorage, objective: FoldObjective,
     mirrored: set[int] = set()  # storage trial numbers the mirror holds
     view = _View()
     ran = 0
+    fail_heartbeatless_trials(study)  # a resumed fold's dead trials are retried first, not waited for
     with _Heartbeat(storage) as heartbeat:
         checked = -math.inf
         while not STOP.is_set():
@@ -426,9 +427,10 @@ def fail_heartbeatless_trials(study: optuna.Study, grace: float = GRACE_SECONDS)
     """Fail RUNNING trials older than ``grace`` seconds that never recorded a heartbeat, and run the
     stale-trial callback on them (their retry); return how many.
 
-    A worker killed between creating its trial and its heartbeat thread's first beat leaves a RUNNING
-    trial that optuna's ``fail_stale_trials`` never fails (it skips trials without a heartbeat), so a
-    resumed study would wait for it forever. A live trial beats within one heartbeat interval.
+    A worker killed before its trial's first heartbeat (most trials finish within one heartbeat
+    interval, see :class:`_Heartbeat`) leaves a RUNNING trial that optuna's ``fail_stale_trials`` never
+    fails (it skips trials without a heartbeat), so a resumed study would wait for it forever. A live
+    trial beats within one heartbeat interval, well inside the grace period.
     """
     from datetime import datetime
 
