@@ -6,10 +6,13 @@ everything a joining worker needs) and ``NAME.foldKK`` is fold K's study over it
 
 Consistency (what a Ctrl-C or a SIGKILL leaves behind):
 
-* every trial is a row of optuna's storage, numbered by it: nothing is lost or numbered twice;
-* trials send heartbeats; a trial whose worker died (SIGKILL) goes stale and is marked FAIL by
-  ``optuna.storages.fail_stale_trials``, and ``RetryHeartbeatStaleTrialCallback`` enqueues a copy with
-  the same parameters, which the next worker runs;
+* every trial is a row of optuna's storage, numbered by it, created RUNNING with its parameters before
+  it is evaluated; its return series is written before its final state: nothing is lost or numbered
+  twice, and a finished trial always has its series;
+* running trials send heartbeats; a trial whose worker died (SIGKILL) goes stale and is marked FAIL by
+  ``optuna.storages.fail_stale_trials`` (or by :func:`fail_heartbeatless_trials` if it died before
+  its first beat), and ``RetryHeartbeatStaleTrialCallback`` enqueues a copy with the same parameters,
+  which the next worker runs;
 * Ctrl-C lets the running trial finish and stops (:func:`graceful_interrupt`); a trial that failed
   any other way without a retry is re-enqueued when the optimisation resumes (:func:`requeue_interrupted`);
 * budgets count finished trials (COMPLETE + PRUNED) and reserve running/waiting ones, so a resumed
@@ -19,6 +22,10 @@ Reproducibility: fold K's sampler is seeded with ``seed·1000 + K``; with local 
 is run start to finish by one worker (worker w takes folds w, w+N, …), so the trials and the chosen
 parameters do not depend on N. Workers joining from elsewhere (``--join``) add trials to every
 unfinished fold: counts still add up, but the order TPE sees them in depends on timing.
+
+Speed: :func:`run_fold` drives the trials itself with optuna's public storage API rather than
+``study.optimize``, whose bookkeeping (each parameter written in its own transaction, the history
+read again for every suggestion, a heartbeat thread started per trial) cost more than the evaluation.
 """
 
 from __future__ import annotations
