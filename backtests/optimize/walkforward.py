@@ -150,11 +150,13 @@ def run_worker(url: str, name: str, evaluator: Evaluator, strategy: Strategy, fo
 
 
 def _child(url: str, name: str, evaluator: Evaluator, strategy: Strategy, folds: list[Fold],
-           settings: Settings) -> None:
+           settings: Settings, ran: Any) -> None:
     try:
-        run_worker(url, name, evaluator, strategy, folds, settings)
+        n = run_worker(url, name, evaluator, strategy, folds, settings)
     except KeyboardInterrupt:
         os._exit(130)
+    with ran.get_lock():
+        ran.value += n
 
 
 def run_workers(url: str, name: str, evaluator: Evaluator, strategy: Strategy, folds: list[Fold],
@@ -207,11 +209,12 @@ def _run_forked(url: str, name: str, evaluator: Evaluator, strategy: Strategy, f
                 settings: Settings, workers: int, join: bool, progress: Callable[[int], None] | None,
                 finished: Callable[[], int]) -> int:
     """``workers`` forked processes on the folds (each runs whole folds, so results do not depend on
-    how many); returns the trials they finished."""
-    before = finished()
+    how many); returns the trials they ran (counted by them: reading every finished trial back, with
+    its return series, to count them cost about 0.7 s for 1000 trials)."""
     ctx = multiprocessing.get_context("fork")  # children inherit the frame and its cached features
+    ran = ctx.Value("q", 0)
     shares = [folds if join else folds[w::workers] for w in range(workers)]
-    procs = [ctx.Process(target=_child, args=(url, name, evaluator, strategy, share, settings), daemon=False)
+    procs = [ctx.Process(target=_child, args=(url, name, evaluator, strategy, share, settings, ran), daemon=False)
              for share in shares if share]
     for p in procs:
         p.start()
@@ -227,10 +230,9 @@ def _run_forked(url: str, name: str, evaluator: Evaluator, strategy: Strategy, f
     bad = [p.exitcode for p in procs if p.exitcode not in (0, 130)]
     if bad:
         raise RuntimeError(f"optimisation worker(s) exited with code(s) {bad}")
-    after = finished()
     if progress is not None:
-        progress(after)
-    return after - before
+        progress(finished())
+    return int(ran.value)
 
 
 # -- Analysis ------------------------------------------------------------------------------------
