@@ -445,8 +445,8 @@ def fail_heartbeatless_trials(study: optuna.Study, grace: float = GRACE_SECONDS)
     from optuna.storages._rdb.storage import _create_scoped_session
 
     storage = getattr(study._storage, "_backend", study._storage)  # optuna wraps RDB in a cache
-    if not isinstance(storage, RDBStorage):
-        return 0
+    if not isinstance(storage, RDBStorage) or not storage.get_heartbeat_interval():
+        return 0  # without heartbeats a long live trial has none either
     now = datetime.now()  # optuna stamps datetime_start with the client's local clock, naive
     with _create_scoped_session(storage.scoped_session) as session:
         orphans = [t.trial_id for t in session.query(models.TrialModel)
