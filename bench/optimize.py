@@ -2,7 +2,7 @@
 
 * ``liq_asymmetry``: ``--trials`` (200) trials per fold, walk-forward over the whole sample (≈ 14
   months, the first 90 days are the liquidation map's warm-up) with ``--is-days`` 120 / 30 / 30 and a
-  3-day embargo: 6 folds (the default 180-day in-sample window leaves room for 4), fast engine,
+  3-day embargo: 5 folds (the default 180-day in-sample window leaves room for 4), fast engine,
   ``--workers`` (2) processes, SQLite storage in a temporary folder;
 * every other registered strategy: ``--other-trials`` (50) per fold, same folds settings;
 * the same evaluation (a trial on fold 0's in-sample window) on the backtrader engine for
@@ -10,8 +10,10 @@
 
 An **evaluation** is one trial on one fold's in-sample window (signals once, a backtest per
 sub-block). ``evals_per_s`` = evaluations / wall time of the trial phase (optuna storage and sampling
-included); ``trials_per_s`` = trials / wall time of the whole study (data load, features, trials,
-plateau choice, sensitivity, out-of-sample runs: what ``cascade optimize`` costs end to end).
+included); ``cpu_ms_per_eval`` = CPU time of the trial phase (its workers included) per evaluation,
+which other load on the machine moves far less than the wall-clock rate; ``trials_per_s`` = trials /
+wall time of the whole study (data load, features, trials, plateau choice, sensitivity, out-of-sample
+runs: what ``cascade optimize`` costs end to end).
 Targets on a 2-core machine: ≥ 50 evaluations/s for liq_asymmetry, ≥ 10 for every strategy.
 Prints a table, then the JSON line ``{"bench": "optimize", ...}``.
 
@@ -25,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -43,6 +46,13 @@ from backtests.optimize.objective import Evaluator, directions  # noqa: E402
 from bot.config import Config  # noqa: E402
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished (forked) workers: what an evaluation costs whatever
+    else the machine is running (wall-clock rates fall with the other load, this barely moves)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def study_speed(name: str, n_trials: int, workers: int, is_days: float, folder: Path) -> dict[str, Any]:
     """One walk-forward study end to end; timings per phase."""
     cfg = Config()
@@ -58,8 +68,10 @@ def study_speed(name: str, n_trials: int, workers: int, is_days: float, folder: 
     t1 = time.perf_counter()
     ev.warm()  # features + compile, inherited by the forked workers
     t2 = time.perf_counter()
+    cpu0 = _cpu_seconds()
     W.run_workers(url, name, ev, strat, folds, settings, workers)
     t3 = time.perf_counter()
+    cpu = _cpu_seconds() - cpu0
     outcome, _check = W.analyse(url, name, ev, strat, folds, settings, check_engine=None)
     t4 = time.perf_counter()
     n_evals = outcome.n_trials
@@ -74,6 +86,7 @@ def study_speed(name: str, n_trials: int, workers: int, is_days: float, folder: 
     return {"bare_evals_per_s": bare, "folds": len(folds), "trials": outcome.n_trials, "evaluations": n_evals,
             "load_s": t1 - t0, "features_s": t2 - t1, "trials_s": t3 - t2, "analysis_s": t4 - t3,
             "evals_per_s": n_evals / (t3 - t2), "trials_per_s": outcome.n_trials / (t4 - t0),
+            "cpu_ms_per_eval": 1000 * cpu / n_evals,
             "oos_sharpe": outcome.metrics.get("oos_sharpe"), "passed": outcome.passed}
 
 
@@ -112,6 +125,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     from strategies import STRATEGIES
 
+    load_start = os.getloadavg()[0]
     folder = Path(tempfile.mkdtemp(prefix="cascade-bench-opt-"))
     per: dict[str, Any] = {}
     try:
@@ -121,7 +135,7 @@ def main() -> None:
             r = per[name]
             print(f"{name:<18} {r['folds']} folds × {n:>3} trials  {r['evals_per_s']:7.1f} evals/s  "
                   f"(evaluation alone, 1 process: {r['bare_evals_per_s']:.1f}/s)  "
-                  f"{r['trials_per_s']:6.1f} trials/s end to end  (features {r['features_s']:.2f} s, "
+                  f"{r['cpu_ms_per_eval']:.1f} CPU ms/eval  {r['trials_per_s']:6.1f} trials/s end to end  (features {r['features_s']:.2f} s, "
                   f"analysis {r['analysis_s']:.2f} s)", flush=True)
         bt = backtrader_ratio("liq_asymmetry", args.bt_trials, args.is_days)
         print(f"liq_asymmetry evaluation: fast {bt['fast']['evals_per_s']:.1f}/s, backtrader "
@@ -134,13 +148,14 @@ def main() -> None:
             "trials_per_s": per["liq_asymmetry"]["trials_per_s"], "workers": args.workers,
             "cpus": os.cpu_count(),
             "per_strategy": {k: {kk: v[kk] for kk in ("folds", "trials", "evals_per_s", "trials_per_s",
-                                                       "bare_evals_per_s", "features_s", "analysis_s")} for k, v in per.items()},
+                                                       "bare_evals_per_s", "cpu_ms_per_eval", "features_s",
+                                                       "analysis_s")} for k, v in per.items()},
             "targets_evals_per_s": targets,
             "meets_targets": {k: per[k]["evals_per_s"] >= t for k, t in targets.items()},
             "backtrader_evals_per_s": bt["backtrader"]["evals_per_s"], "fast_vs_backtrader": bt["ratio"],
             "engines_same_values": bt["same_values"],
-            "load_average": os.getloadavg()[0]}
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work on the machine slows "
+            "load_average": os.getloadavg()[0], "load_average_start": load_start}
+    print(f"load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs (other work on the machine slows "
           "every number here)")
     print(json.dumps(line))
 

@@ -162,6 +162,13 @@ def run_engine(frame: pd.DataFrame, signals: pd.DataFrame, cfg: Any, engine: str
 
     kwargs: dict[str, Any] = {}
     costs = getattr(cfg, "costs", None)
-    if costs is not None and "costs" in inspect.signature(run_backtest).parameters:
+    if costs is not None and _takes_costs(run_backtest):
         kwargs["costs"] = costs
     return run_backtest(frame, signals, cfg.backtest, cfg.risk, engine=engine, symbol=cfg.data.symbol, **kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _takes_costs(fn: Any) -> bool:
+    """Whether ``fn`` has a ``costs`` parameter (``inspect.signature`` costs more than a small backtest's
+    bookkeeping, and the optimiser asks three times per trial)."""
+    return "costs" in inspect.signature(fn).parameters

@@ -95,7 +95,8 @@ def daily_returns(index: pd.DatetimeIndex, equity: np.ndarray, initial: float) -
     prev = np.r_[initial, vals[:-1]]
     with np.errstate(divide="ignore", invalid="ignore"):
         rets = vals / prev - 1.0
-    return pd.Series(rets, index=pd.to_datetime(full * DAY.value, utc=True), name="returns")
+    days_utc = pd.DatetimeIndex((full * DAY.value).view("datetime64[ns]")).tz_localize("UTC")  # = to_datetime, 3x faster
+    return pd.Series(rets, index=days_utc, name="returns")
 
 
 class Evaluator:
@@ -105,6 +106,11 @@ class Evaluator:
                  objective: tuple[str, ...], n_blocks: int = 3, min_trades: int = 15,
                  dd_weight: float = 1.0, prune: bool = False) -> None:
         self.frame = frame
+        # the bars the trials slice, without ``frame.attrs``: pandas deep-copies the attrs (the data
+        # problems list, the symbol) into every slice and every derived series, hundreds of copies per
+        # evaluation; the engine gets the symbol from the config and nothing else reads them
+        self.bars = frame.copy(deep=False)
+        self.bars.attrs = {}
         self.strategy = strategy
         self.cfg = cfg
         self.engine = engine
@@ -129,7 +135,7 @@ class Evaluator:
         """Signals on bars ``[start, stop)``, computed from ``start − warm-up`` with cached features."""
         lo = max(0, start - self.strategy.warmup_bars(p, self.timeframe))
         feats = self.strategy.features(self.frame, p)
-        part = self.frame.iloc[lo:stop]
+        part = self.bars.iloc[lo:stop]
         sig = self.strategy.signals(part, p, slice_features(feats, lo, stop, len(self.frame)))
         return sig.iloc[start - lo:]
 
@@ -137,7 +143,7 @@ class Evaluator:
                    engine: str | None = None) -> WindowRun:
         """Backtest ``p`` on bars ``[start, stop)`` (flat at ``start``)."""
         sig = self.signals_for(p, start, stop) if signals is None else signals
-        frame = self.frame.iloc[start:stop]
+        frame = self.bars.iloc[start:stop]
         result = run_engine(frame, sig, self.cfg, engine or self.engine)
         return self.summarise(result)
 
@@ -214,13 +220,14 @@ class Evaluator:
         rets = np.concatenate([r.returns.to_numpy(dtype=float) for r in runs])
         ev = Evaluation(values, scores, rets, n_trades, max_dd, median)
         if trial is not None:
-            _store(trial, runs, scores)
+            _store(trial, runs, scores, rets)
         return ev
 
 
-def _store(trial: Any, runs: list[WindowRun], scores: list[float]) -> None:
+def _store(trial: Any, runs: list[WindowRun], scores: list[float], rets: np.ndarray | None = None) -> None:
     """Every trial's daily return series and trade count go into the study (CSCV/DSR need them)."""
-    rets = np.concatenate([r.returns.to_numpy(dtype=float) for r in runs]) if runs else np.empty(0)
+    if rets is None:
+        rets = np.concatenate([r.returns.to_numpy(dtype=float) for r in runs]) if runs else np.empty(0)
     # one attribute, one storage write per trial
     trial.set_user_attr("eval", {"worker": f"{socket.gethostname()}:{os.getpid()}", "returns": [float(x) if math.isfinite(x) else 0.0 for x in rets],
                                  "n_trades": int(sum(r.n_trades for r in runs)),

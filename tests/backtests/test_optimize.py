@@ -370,3 +370,103 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_pat
     retry = [t for t in study.get_trials() if orphan.number in t.system_attrs.get("retry_history", [])]
     assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.WAITING
     assert retry[0].params == orphan.params
+
+
+# -- the fold runner (backtests.optimize.study.run_fold) against optuna's own loop and storage --------
+
+
+def _rows(study: optuna.Study) -> list[tuple]:
+    return [(t.number, t.state, t.params, t.values, t.intermediate_values, t.system_attrs,
+             t.user_attrs["eval"]["returns"], t.user_attrs["eval"]["block_scores"]) for t in study.get_trials()]
+
+
+@pytest.mark.parametrize("objective,prune", [(("sharpe",), True), (("return", "drawdown"), False)])
+def test_the_fold_runner_draws_and_stores_what_study_optimize_does(tmp_path, objective, prune):
+    """The sampler runs on an in-memory mirror of the fold and the trial is written in a few round trips:
+    trial for trial, the stored study must be the one optuna's ``study.optimize`` builds with the same
+    seeded sampler and pruner (TPE + WilcoxonPruner with pruned trials; NSGA-II with its generations)."""
+    frame = random_walk(100, seed=5)
+    n, n_blocks, multi = 24, (6 if prune else 3), len(objective) == 2
+    strat = adapter.resolve(CROSS)
+    fold = W.plan_folds(frame, "1h", strat, W.Settings(walk_forward=False), None)[0]
+    ev = Evaluator(frame, strat, Config(), "fast", objective, n_blocks, 1, prune=prune)
+    storage = S.make_storage(f"sqlite:///{tmp_path / 'm.db'}")
+    optuna.create_study(study_name="m", storage=storage, directions=directions(objective))
+    study = optuna.load_study(study_name="m", storage=storage, sampler=S.make_sampler(objective, 7, 0, n),
+                              pruner=S.make_pruner(prune, multi))
+    assert S.run_fold(study, storage, W.make_objective(ev, strat, fold), n) == n
+    ref = optuna.create_study(directions=directions(objective), sampler=S.make_sampler(objective, 7, 0, n),
+                              pruner=S.make_pruner(prune, multi))
+    ref.optimize(W.make_objective(ev, strat, fold), n_trials=n)
+    stored = _rows(optuna.load_study(study_name="m", storage=storage))
+    assert stored == _rows(ref)
+    states = [r[1] for r in stored]
+    if prune:
+        assert optuna.trial.TrialState.PRUNED in states and optuna.trial.TrialState.COMPLETE in states
+    else:
+        assert {r[5].get("NSGAIISampler:generation") for r in stored} >= {0, 1}  # its generations kept
+
+
+def test_workers_sharing_a_fold_keep_the_budget_and_every_series(sample, tmp_path):
+    """Two workers on every fold of a SQLite study (what --join does): each sees the other's trials, so
+    the budget holds (each may overshoot by one), numbers are unique, and every trial has its series."""
+    settings = W.Settings(n_trials=60, seed=1, is_days=90, oos_days=30, step_days=30, embargo_days=3, min_trades=3)
+    frame = sample.loc["2025-10-01":]  # one fold
+    strat = adapter.resolve(CROSS)
+    folds = W.plan_folds(frame, "1h", strat, settings, None)
+    url = f"sqlite:///{tmp_path}/j.db"
+    meta = W.study_meta(strat, frame, folds, settings, Config(), {})
+    S.create_or_resume(S.make_storage(url), "j", meta, directions(settings.objective), False)
+    ev = Evaluator(frame, strat, Config(), "fast", settings.objective, settings.n_blocks, settings.min_trades)
+    W.run_workers(url, "j", ev, strat, folds, settings, workers=2, join=True)
+    trials = optuna.load_study(study_name=S.fold_name("j", 0), storage=S.make_storage(url)).get_trials()
+    finished = [t for t in trials if t.state in S.FINISHED]
+    assert 60 <= len(finished) <= 62 and len(finished) == len(trials)  # each worker may overshoot by one
+    assert [t.number for t in trials] == list(range(len(trials)))
+    assert all(len(t.user_attrs["eval"]["returns"]) == len(finished[0].user_attrs["eval"]["returns"]) > 0
+               for t in finished)
+    assert len({t.user_attrs["eval"]["worker"] for t in finished}) == 2
+
+
+class _SlowObjective:
+    def suggest(self, trial: optuna.Trial) -> float:
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    def evaluate(self, x: float, trial: optuna.Trial) -> float:
+        time.sleep(60)  # killed long before
+        return x
+
+
+def _slow_worker(url: str) -> None:
+    storage = S.make_storage(url, heartbeat=1, grace=2)
+    study = optuna.load_study(study_name="hb", storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    S.run_fold(study, storage, _SlowObjective(), 1)
+
+
+def test_a_long_trial_beats_so_optunas_stale_check_fails_and_retries_it(tmp_path):
+    """One heartbeat thread per worker beats for the running trial: when the worker is SIGKILLed, optuna's
+    own stale-trial check (which ignores trials that never beat) fails the trial and the retry callback
+    enqueues it with its parameters."""
+    import multiprocessing
+    import warnings
+
+    url = f"sqlite:///{tmp_path / 'hb.db'}"
+    storage = S.make_storage(url, heartbeat=1, grace=2)
+    study = optuna.create_study(study_name="hb", storage=storage)
+    proc = multiprocessing.get_context("fork").Process(target=_slow_worker, args=(url,))
+    proc.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.8)  # the running trial's first beat comes within one interval (1 s)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(timeout=30)
+    time.sleep(2.5)  # past the grace period since the last beat
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    killed, retry = study.get_trials()
+    assert killed.state == optuna.trial.TrialState.FAIL and retry.state == optuna.trial.TrialState.WAITING
+    assert retry.params == killed.params and retry.system_attrs["retry_history"] == [killed.number]

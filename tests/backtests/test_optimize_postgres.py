@@ -66,7 +66,7 @@ ARGS = ("--strategy", "funding_reversal", "--is-days", "90", "--oos-days", "30",
 
 
 def test_two_workers_and_a_joining_process_share_one_study(postgres_url, tmp_path):
-    n_trials = 70
+    n_trials = 300  # enough work (a few seconds) for the joining process to start and take part
     cmd = [sys.executable, "-m", "bot", "optimize", *ARGS, "--trials", str(n_trials), "--storage", postgres_url,
            "--workers", "2", "--study-name", "pg", "--output-dir", str(tmp_path / "res"), "--json"]
     main = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
