@@ -51,7 +51,7 @@ thresholds, ``realised``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -132,14 +132,38 @@ def realised_params(p: Params) -> RealisedParams:
     return RealisedParams(window_days=p.cons_days, cascade_quantile=p.cons_q, min_history=_CONS_MIN_HISTORY)
 
 
-def features(frame: pd.DataFrame, p: Params, liq: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """``{"liq": liquidation features}``, plus ``"realised"`` (realised-liquidation features) when the
-    frame has realised liquidations and ``p.realised != "model"``: depends on ``p.liqmap``,
-    ``p.realised``, ``p.cons_days`` and ``p.cons_q`` only (:data:`SPEC`'s ``feature_params``).
+class AsymmetryZ:
+    """The magnet's past-only z-score of ``A(band)`` over ``z_days``, per band, computed on first use
+    over the whole frame and kept (the optimiser's trials share it: 9 ms a trial otherwise).
+
+    The z-score at a bar reads only the ``z_days`` before it, so the values on any slice of the frame
+    that keeps its warm-up equal the slice's own z-score there.
+    """
+
+    def __init__(self, liq: pd.DataFrame, z_days: float) -> None:
+        self.liq, self.z_days = liq, z_days
+        self._z: dict[int, pd.Series] = {}
+
+    def on(self, band: int, index: pd.DatetimeIndex) -> pd.Series:
+        """The z-score of band ``band`` on the bars ``index`` (a subset of the frame's)."""
+        if band not in self._z:
+            tf = infer_timeframe(self.liq.index)
+            self._z[band] = rolling_zscore(self.liq[f"liq_asym_{band}"], bars_for(self.z_days * 24.0, tf),
+                                           bars_for(self.z_days * 6.0, tf))
+        z = self._z[band]
+        return z if z.index.equals(index) else z.reindex(index)
+
+
+def features(frame: pd.DataFrame, p: Params, liq: pd.DataFrame | None = None) -> dict[str, Any]:
+    """``{"liq": liquidation features, "asym_z": AsymmetryZ}``, plus ``"realised"`` (realised-liquidation
+    features) when the frame has realised liquidations and ``p.realised != "model"``: depends on
+    ``p.liqmap``, ``p.z_days``, ``p.realised``, ``p.cons_days`` and ``p.cons_q`` only (:data:`SPEC`'s
+    ``feature_params``).
 
     ``liq``: this frame's :func:`liq_features` for ``p.liqmap`` when already computed (confluence).
     """
-    out = {"liq": liq if liq is not None else liq_features(frame, p.liqmap)}
+    out: dict[str, Any] = {"liq": liq if liq is not None else liq_features(frame, p.liqmap)}
+    out["asym_z"] = AsymmetryZ(out["liq"], p.z_days)
     if p.realised != "model" and has_realised(frame):
         out["realised"] = realised_features(frame, realised_params(p))
     return out
@@ -198,7 +222,9 @@ def signals(frame: pd.DataFrame, p: Params, features: dict | None = None) -> pd.
     prog_long = prog_short = cap = None
     if p.variant == "magnet":
         A = lq[f"liq_asym_{p.band}"]
-        zA = rolling_zscore(A, bars_for(p.z_days * 24.0, tf), bars_for(p.z_days * 6.0, tf))
+        zs = fe.get("asym_z")
+        zA = (zs.on(p.band, frame.index) if isinstance(zs, AsymmetryZ) and zs.z_days == p.z_days
+              else rolling_zscore(A, bars_for(p.z_days * 24.0, tf), bars_for(p.z_days * 6.0, tf)))
         ema_c = ema(close, p.ema_n)
         ret24 = close / close.shift(day) - 1.0
         up_trend = (close > ema_c) | (ret24 > 0)
@@ -303,7 +329,7 @@ SPEC = StrategySpec(
     suggest=suggest,
     warmup=warmup,
     features=features,
-    feature_params=("liqmap", "realised", "cons_days", "cons_q"),
+    feature_params=("liqmap", "z_days", "realised", "cons_days", "cons_q"),
     description="Liquidation-map asymmetry: trade toward the heavier side of the map (magnet), with a "
                 "liquidation cascade (continuation), or after a long/short flush (exhaustion).",
 )

@@ -35,6 +35,9 @@ def assert_identical(a: Any, b: Any) -> None:
         assert a.keys() == b.keys()
         for key in a:
             assert_identical(a[key], b[key])
+    elif hasattr(a, "__dict__"):  # a feature object (e.g. liq_asymmetry.AsymmetryZ): its state
+        assert type(a) is type(b)
+        assert_identical(vars(a), vars(b))
     else:
         assert a == b or (a is None and b is None)
 

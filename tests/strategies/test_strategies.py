@@ -259,3 +259,24 @@ def test_hold_intent_never_simulates_stops_and_rearms():
     out = hold_intent(frame, flip, size=0.5, exit_short=exit_short)
     assert out["target"].tolist()[:8] == [0, 0.5, 0.5, -0.5, -0.5, -0.5, 0, 0]
     assert hold_intent(frame, flip, size=3.0)["target"].max() == 1.0
+
+
+def test_the_magnets_shared_z_score_equals_the_slices_own_past_the_warm_up(btc_1h) -> None:
+    """`liq_asymmetry.AsymmetryZ` (computed once over the frame, shared by optimisation trials) gives,
+    on a slice that keeps the z-score's window before its traded bars, the slice's own z-score there."""
+    from strategies import liq_asymmetry as la
+    from strategies.features.indicators import bars_for, rolling_zscore
+
+    p = la.Params()
+    feats = la.features(btc_1h, p)
+    window = bars_for(p.z_days * 24.0, pd.Timedelta(hours=1))
+    lo, hi = 3_000, 6_000
+    part = btc_1h.iloc[lo:hi]
+    shared = feats["asym_z"].on(10, part.index)
+    own = rolling_zscore(feats["liq"]["liq_asym_10"].iloc[lo:hi], window, bars_for(p.z_days * 6.0, pd.Timedelta(hours=1)))
+    assert np.array_equal(shared.to_numpy()[window:], own.to_numpy()[window:], equal_nan=True)
+    assert shared.iloc[window:].notna().sum() > 1_000
+    magnet = la.Params(variant="magnet", band=10)
+    sliced = {"liq": feats["liq"].iloc[lo:hi], "asym_z": feats["asym_z"]}
+    pd.testing.assert_frame_equal(la.signals(part, magnet, sliced).iloc[window:],
+                                  la.signals(part, magnet, {"liq": feats["liq"].iloc[lo:hi]}).iloc[window:])
