@@ -43,6 +43,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from strategies.features.kernels import NOT_RUN, jitted, set_runner
+
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "cascade_"
 KEEP_UNUSED = 30 * 86_400.0
@@ -270,8 +272,6 @@ def kernel_sources(ref: str) -> tuple[Path, ...]:
 def run_kernel(ref: str, args: tuple[Any, ...]) -> Any:
     """Run strategy kernel ``ref`` precompiled for the types of ``args`` (the `strategies.features.kernels`
     runner); `NOT_RUN` when they are not types a compiled module can take, or it is unavailable."""
-    from strategies.features.kernels import NOT_RUN
-
     key = type_key(args)
     if key is None:
         return NOT_RUN
@@ -296,8 +296,6 @@ def _kernel_module(ref: str, key: tuple[Any, ...]) -> ModuleType | None:
 def install() -> None:
     """Run strategy kernels precompiled in this process (no-op when ``CASCADE_AOT=0``)."""
     if enabled():
-        from strategies.features.kernels import set_runner
-
         set_runner(run_kernel)
 
 
@@ -313,8 +311,6 @@ def _numba_type(key: Any) -> Any:
 
 def build_kernel(name: str, ref: str, encoded: str, path: Path) -> None:
     """Compile strategy kernel ``ref`` for the argument types ``encoded`` (a `type_key`) as ``run``."""
-    from strategies.features.kernels import jitted
-
     fn = jitted(ref)
     argtypes = tuple(_numba_type(k) for k in json.loads(encoded))
     fn.compile(argtypes)

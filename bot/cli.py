@@ -104,18 +104,12 @@ class TidyCommand(TyperCommand):
         return pieces
 
 
-NUMBA_COMMANDS = frozenset({"backtest", "liqmap", "optimize", "paper", "live", "compare"})
-"""Commands that run numba kernels: they print a note when numba compiles (a slow first run)."""
-
-
-def _with_compile_notice(name: str, fn: Any) -> Any:
-    """``fn`` run inside `bot.progress.compile_notice` when it runs numba kernels (so a first run
-    says why it is slow); other commands do not pay for importing numba."""
+def _with_compile_notice(fn: Any) -> Any:
+    """``fn`` run inside `bot.progress.compile_notice`, so a first run that compiles numba kernels says
+    why it is slow (the notice imports no numba: it listens once something else imports it)."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        if name not in NUMBA_COMMANDS and "numba" not in sys.modules:
-            return fn(*args, **kwargs)
         from bot.progress import compile_notice
 
         with compile_notice():
@@ -129,7 +123,7 @@ def load_command(name: str) -> Any:
     """Import the module of subcommand ``name`` and build its click command (with typer)."""
     for cmd_name, module, func in COMMANDS:
         if cmd_name == name:
-            fn = _with_compile_notice(name, getattr(importlib.import_module(module), func))
+            fn = _with_compile_notice(getattr(importlib.import_module(module), func))
             single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
             single.command(name, cls=TidyCommand)(fn)
             return typer.main.get_command(single)

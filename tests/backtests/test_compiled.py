@@ -56,8 +56,8 @@ def compiled_module(tiers: int):  # noqa: ANN201
     module = compiled.kernel_module(tiers)
     if module is None:
         failed = list(aot.cache_dir().glob(f"{compiled.module_name(tiers)}.failed"))
-        reason = failed[0].read_text() if failed else "CASCADE_AOT disables it"
-        if "without the compiler" in reason or "CASCADE_AOT" in reason:
+        reason = failed[0].read_text() if failed else "no build was attempted"
+        if "without the compiler" in reason:
             pytest.skip(f"no precompiled kernel here: {aot.error_line(reason)}")
         pytest.fail(f"the precompiled module did not build: {reason[-2000:]}")
     return module

@@ -39,7 +39,7 @@ def assert_identical(a: Any, b: Any) -> None:
         assert type(a) is type(b)
         assert_identical(vars(a), vars(b))
     else:
-        assert a == b or (a is None and b is None)
+        assert a == b
 
 
 def run(name: str, frame: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
