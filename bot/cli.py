@@ -42,6 +42,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("live", "bot.commands.paper", "live"),
     ("status", "bot.commands.paper", "status"),
     ("compare", "bot.commands.paper", "compare"),
+    ("warm", "bot.commands.warm", "warm"),
 )
 
 

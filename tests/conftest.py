@@ -25,6 +25,9 @@ if "CASCADE_CACHE_DIR" not in os.environ:
 # tests/backtests/test_compiled.py and tests/bot/test_aot.py turn precompiled kernels on and prove
 # them bit for bit equal to the JIT on every strategy and engine set-up.
 os.environ.setdefault("CASCADE_AOT", "0")
+# Commands the tests run as processes run in those processes: a warm server (bot/warm.py) would
+# outlive the test. tests/bot/test_warm.py turns it on, each test with its own server.
+os.environ["CASCADE_WARM"] = "0"
 
 
 @cache

@@ -17,7 +17,7 @@ from bot.progress import PlainProgress, compile_notice, progress, track
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=120,
-                          env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"})
+                          env={"COLUMNS": "120", "PATH": "/usr/bin:/bin", "CASCADE_WARM": "0"})
 
 
 def test_help_lists_every_command_without_importing_any() -> None:
