@@ -348,6 +348,7 @@ class _ServerState:
         self.workers: dict[int, socket.socket] = {}
         self.orphans: set[int] = set()  # workers whose client hung up
         self.served = 0
+        self.last_peak_rss_mib: float | None = None  # of the last finished command, preloaded pages included
         self.accepting = True
         self.last = time.monotonic()
 
@@ -400,6 +401,7 @@ def _control(state: _ServerState, conn: socket.socket, control: str) -> None:
 
     reply = {"pid": os.getpid(), "key": state.key, "started": state.started, "served": state.served,
              "running": len(state.workers), "idle_s": round(time.monotonic() - state.last, 1),
+             "last_peak_rss_mib": state.last_peak_rss_mib, "rss_mib": _rss_mib(),
              "checkout": str(Path(__file__).resolve().parent.parent)}
     if control == "stop":
         state.stop_accepting()
@@ -408,6 +410,17 @@ def _control(state: _ServerState, conn: socket.socket, control: str) -> None:
     except OSError:
         pass
     conn.close()
+
+
+def _rss_mib() -> float | None:
+    """This process's resident memory (MiB), from ``/proc/self/status``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
@@ -443,7 +456,7 @@ def _reap(state: _ServerState) -> None:
 
     while state.workers:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
@@ -451,6 +464,7 @@ def _reap(state: _ServerState) -> None:
         conn = state.workers.pop(pid, None)
         if conn is None:
             continue
+        state.last_peak_rss_mib = round(usage.ru_maxrss / 1024, 1)  # the worker's own peak (Linux: KiB)
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
         if pid not in state.orphans:
             state.selector.unregister(conn)

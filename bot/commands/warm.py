@@ -31,5 +31,6 @@ def warm(
     for info in found:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"]))
         verb = "stopping" if stop else "serving"
+        last = "" if info["last_peak_rss_mib"] is None else f", last command's peak {info['last_peak_rss_mib']:.0f} MiB"
         typer.echo(f"pid {info['pid']}: {verb} {info['checkout']} since {started}, {info['served']} commands run, "
-                   f"{info['running']} running, idle {info['idle_s']:.0f} s")
+                   f"{info['running']} running, idle {info['idle_s']:.0f} s, {info['rss_mib'] or 0:.0f} MiB resident{last}")
