@@ -105,17 +105,13 @@ def drawdown(equity: pd.Series, initial_cash: float) -> pd.Series:
 
 def _drawdown_spells(dd: np.ndarray) -> list[tuple[int, int, bool]]:
     """(first underwater bar, first recovered bar or len, recovered?) for each underwater spell."""
-    spells: list[tuple[int, int, bool]] = []
-    start = -1
-    for i, v in enumerate(dd):
-        if v > 0.0 and start < 0:
-            start = i
-        elif v <= 0.0 and start >= 0:
-            spells.append((start, i, True))
-            start = -1
-    if start >= 0:
-        spells.append((start, len(dd), False))
-    return spells
+    n = len(dd)
+    known = ~np.isnan(dd)  # a NaN bar neither starts nor ends a spell: the state before it holds
+    last_known = np.maximum.accumulate(np.where(known, np.arange(n), 0)) if n else np.zeros(0, int)
+    under = (dd > 0.0)[last_known] & known[last_known] if n else np.zeros(0, bool)
+    edges = np.diff(np.r_[0, under.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(a), int(b), bool(b < n)) for a, b in zip(starts, ends, strict=True)]
 
 
 def _drawdown_durations(equity: pd.Series, dd: pd.Series, step: pd.Timedelta) -> tuple[float, float]:

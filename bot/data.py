@@ -107,19 +107,31 @@ def join_asof_close(frame: pd.DataFrame, series: pd.DataFrame, columns: list[str
 
 
 def join_liquidations(frame: pd.DataFrame, events: list[pd.DataFrame], timeframe: str) -> pd.DataFrame:
-    """Per-bar realised liquidation sums (USD) by liquidated side; NaN outside the recorded span."""
-    step = timeframe_to_timedelta(timeframe)
-    out = pd.DataFrame(np.nan, index=frame.index, columns=["liq_long_usd", "liq_short_usd"])
+    """Per-bar realised liquidation sums (USD) by liquidated side; NaN outside the recorded span.
+
+    Each venue's events are summed per bar (by position in ``frame``; events in bars the frame does
+    not hold are dropped), zero on the bars its recording spans without an event, and the venues
+    are added where at least one covers the bar.
+    """
+    step = timeframe_to_timedelta(timeframe).value
+    opens = frame.index.as_unit("ns").asi8
+    out = {"liq_long_usd": np.full(len(frame), np.nan), "liq_short_usd": np.full(len(frame), np.nan)}
     for ev in events:
         if ev.empty:
             continue
-        bar = ev.index.floor(step)
-        covered = (frame.index >= ev.index[0].floor(step)) & (frame.index <= ev.index[-1].floor(step))
+        bar = ev.index.as_unit("ns").asi8 // step * step
+        covered = (opens >= bar[0]) & (opens <= bar[-1])
+        pos = np.searchsorted(opens, bar).clip(max=max(len(opens) - 1, 0))
+        inside = (len(opens) > 0) & (opens[pos] == bar)
         for side, col in (("long", "liq_long_usd"), ("short", "liq_short_usd")):
-            sums = ev["value"].where(ev["side"] == side, 0.0).groupby(bar).sum()
-            add = sums.reindex(frame.index).fillna(0.0).where(covered)
-            out[col] = out[col].add(add, fill_value=0.0)
-    return out
+            values = ev["value"].where(ev["side"] == side, 0.0)[inside]
+            sums = values.groupby(pos[inside]).sum()  # pandas' own summation, as per bar before
+            add = np.zeros(len(frame))
+            add[sums.index.to_numpy()] = sums.to_numpy()
+            add[~covered] = np.nan
+            have = out[col]
+            out[col] = np.where(np.isnan(have), add, np.where(np.isnan(add), have, have + add))
+    return pd.DataFrame(out, index=frame.index)
 
 
 def load_frame(

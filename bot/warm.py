@@ -48,7 +48,7 @@ PACKAGES = ("bot", "backtests", "strategies")
 PRELOAD = (
     "bot.cli", "bot.commands.backtest", "bot.commands.liqmap", "bot.commands.strategies",
     "backtests.runner", "backtests.metrics", "backtests.engines", "backtests.engines.compiled",
-    "backtests.report.trades", "bot.data", "bot.store", "bot.validation", "bot.progress",
+    "backtests.report.trades", "backtests.report.html", "bot.data", "bot.store", "bot.validation", "bot.progress",
     "bot.risk.brackets", "bot.risk.params", "strategies.base", "strategies.loader", "strategies.liq_asymmetry", "strategies.funding_reversal",
     "strategies.sr_levels", "strategies.confluence",
     "pyarrow.csv", "pyarrow.parquet", "pyarrow.pandas_compat", "pandas.io.formats.csvs",
@@ -213,6 +213,9 @@ def run_remote(sock: socket.socket, argv: list[str]) -> int | None:
         first = next(replies, None)
     except (OSError, ValueError):
         return None
+    except KeyboardInterrupt:  # Ctrl-C before the command started: the server drops it (we hang up)
+        print("interrupted", file=sys.stderr)
+        return 130
     if not first or "pid" not in first:
         return None
     sock.settimeout(None)
@@ -384,6 +387,10 @@ def _accept(state: _ServerState) -> None:
         pid = os.fork()
         if pid == 0:
             _worker(state, conn, request, fds)  # never returns
+        try:
+            os.setpgid(pid, pid)  # here too (as shells do): the client may signal the group at once
+        except OSError:
+            pass
         try:
             conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
         except OSError:

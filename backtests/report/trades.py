@@ -86,21 +86,29 @@ def enrich_trades(trades: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
         risk = qty * np.abs(entry - stop)
         out["r_multiple"] = np.where(np.isfinite(stop) & (risk > 0), pnl / np.where(risk > 0, risk, 1.0), np.nan)
 
-    high = frame["high"].to_numpy(dtype=float)
-    low = frame["low"].to_numpy(dtype=float)
-    mae = np.empty(len(out))
-    mfe = np.empty(len(out))
-    for i in range(len(out)):
-        a, b = int(first[i]), int(max(last[i], first[i]))
-        hi = max(float(high[a:b].max()) if b > a else -np.inf, exit_[i])
-        lo = min(float(low[a:b].min()) if b > a else np.inf, exit_[i])
-        if sign[i] > 0:
-            mae[i], mfe[i] = (lo - entry[i]) / entry[i], (hi - entry[i]) / entry[i]
-        else:
-            mae[i], mfe[i] = (entry[i] - hi) / entry[i], (entry[i] - lo) / entry[i]
+    held_high, held_low = _held_extremes(frame, first, last)
+    hi = np.where(exit_ > held_high, exit_, held_high)  # the exit price counts as seen
+    lo = np.where(exit_ < held_low, exit_, held_low)
+    long = np.asarray(sign) > 0
+    mae = np.where(long, (lo - entry) / entry, (entry - hi) / entry)
+    mfe = np.where(long, (hi - entry) / entry, (entry - lo) / entry)
     out["mae_pct"] = 100.0 * np.minimum(mae, 0.0)
     out["mfe_pct"] = 100.0 * np.maximum(mfe, 0.0)
     return out
+
+
+def _held_extremes(frame: pd.DataFrame, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Highest high and lowest low of the bars ``first[i] <= j < last[i]`` (−inf/+inf when none)."""
+    high = np.r_[frame["high"].to_numpy(dtype=float), -np.inf]  # a sentinel: a span may end at len(frame)
+    low = np.r_[frame["low"].to_numpy(dtype=float), np.inf]
+    start, stop = np.asarray(first, dtype=np.int64), np.maximum(last, first).astype(np.int64)
+    held_high, held_low = np.full(len(start), -np.inf), np.full(len(start), np.inf)
+    some = stop > start
+    if some.any():
+        bounds = np.column_stack([start[some], stop[some]]).ravel()  # reduceat over [start, stop) pairs
+        held_high[some] = np.maximum.reduceat(high, bounds)[::2]
+        held_low[some] = np.minimum.reduceat(low, bounds)[::2]
+    return held_high, held_low
 
 
 def side_split(trades: pd.DataFrame) -> pd.DataFrame:

@@ -262,3 +262,22 @@ def test_drawdown_and_ratios_property(steps: list[float]) -> None:
         assert sharpe_ratio(rets, 365) == pytest.approx(loop_sharpe(rets, 365), rel=1e-7)
     if any(r < -1e-9 for r in rets):
         assert sortino_ratio(rets, 365) == pytest.approx(loop_sortino(rets, 365), rel=1e-7)
+
+
+def test_drawdown_spells_equal_a_plain_loop_with_flat_and_missing_bars():
+    from backtests.metrics import _drawdown_spells
+
+    def loop(dd):
+        spells, start = [], -1
+        for i, v in enumerate(dd):
+            if v > 0.0 and start < 0:
+                start = i
+            elif v <= 0.0 and start >= 0:
+                spells.append((start, i, True))
+                start = -1
+        return spells + ([(start, len(dd), False)] if start >= 0 else [])
+
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        dd = rng.choice([0.0, -0.0, 0.1, 0.5, np.nan], size=int(rng.integers(0, 40)))
+        assert _drawdown_spells(dd) == loop(dd)

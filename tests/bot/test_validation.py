@@ -362,3 +362,26 @@ def test_a_stray_row_far_from_the_stored_dataset_is_refused(tmp_path, capsys):
     code, out, _ = run(["import-data", str(path), "--exchange", EX, "--data-dir", str(data), "--repair"], capsys)
     assert code == 0 and "far outside the stored range: dropped 1 rows (2019-06-01T00:00:00+00:00)" in out
     assert len(Store(data).read(OHLCV)) == N
+
+
+def test_spike_check_shortcut_equals_the_rolling_median_rule(sample_frame):
+    """The candidate pre-test (window min/max) never hides a spike the rolling-median rule finds."""
+    from bot.validation import SPIKE_FACTOR, SPIKE_WINDOW, _price_spikes
+
+    close = sample_frame("BTC/USDT:USDT", "5m")["close"].to_numpy()[:4000]
+    rng = np.random.default_rng(7)
+    found = 0
+    for trial in range(300):
+        x = close.copy()
+        for i in rng.integers(0, len(x), rng.integers(0, 5)):
+            x[i] *= rng.choice([5.0, 5.0 * (1 + 1e-12), 5.0 * (1 - 1e-12), 0.2, 0.2 * (1 - 1e-12), 7.0, 0.1, -1.0,
+                                0.0, np.nan])
+        if trial % 10 == 0:  # a flat path: the window's min, max and median coincide
+            x[:] = 100.0
+            x[rng.integers(0, len(x))] = 500.0 * (1 + rng.choice([-1e-12, 0.0, 1e-12]))
+        median = pd.Series(x).rolling(SPIKE_WINDOW, center=True, min_periods=3).median().to_numpy()
+        with np.errstate(invalid="ignore"):
+            expected = (x / median > SPIKE_FACTOR) | (x / median < 1 / SPIKE_FACTOR)
+        assert np.array_equal(_price_spikes(x), expected), trial
+        found += int(expected.sum())
+    assert found > 100  # the perturbations did produce spikes

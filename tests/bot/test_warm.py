@@ -100,7 +100,7 @@ def server_for(env: dict[str, str], cwd: Path = REPO, timeout: float = 60.0) -> 
             if info["key"] == key:
                 return info
         time.sleep(0.1)
-    raise AssertionError("no warm server started")
+    raise AssertionError(f"no warm server started for {key}; running: {warm.servers()}")
 
 
 def _key(env: dict[str, str], cwd: Path = REPO) -> str:

@@ -160,3 +160,30 @@ def test_window_boundary_includes_the_bar_exactly_w_before():
     f = _frame([1.0, 2.0, 3.0, 2.5], [0.0] * 4)
     out = realised_features(f, RealisedParams(window_days=3 / 24, min_history=3, cascade_nonzero=False))
     assert out["liq_real_long_pct"].iloc[3] == 2 / 3
+
+
+def _join_by_timestamps(frame, events, timeframe):
+    """The join written plainly with pandas (per-bar groupby on timestamps, reindex, NaN-aware add)."""
+    step = pd.Timedelta(timeframe)
+    out = pd.DataFrame(np.nan, index=frame.index, columns=["liq_long_usd", "liq_short_usd"])
+    for ev in events:
+        bar = ev.index.floor(step)
+        covered = (frame.index >= bar[0]) & (frame.index <= bar[-1])
+        for side, col in (("long", "liq_long_usd"), ("short", "liq_short_usd")):
+            sums = ev["value"].where(ev["side"] == side, 0.0).groupby(bar).sum()
+            out[col] = out[col].add(sums.reindex(frame.index).fillna(0.0).where(covered), fill_value=0.0)
+    return out
+
+
+@pytest.mark.parametrize("timeframe", ["5m", "1h"])
+def test_join_equals_the_plain_pandas_join_on_both_venues(timeframe):
+    store = Store(SAMPLE_DIR)
+    events = [store.read(DatasetKey("hyperliquid", "BTC/USDC:USDC", "liquidations")),
+              store.read(DatasetKey("okx", "BTC/USDT:USDT", "liquidations"))]
+    frame = store.read(DatasetKey("binanceusdm", "BTC/USDT:USDT", "ohlcv", timeframe))
+    frame = frame.drop(frame.index[5::7])  # bars missing from the frame: their events are dropped
+    for subset in (events, events[::-1], events[:1]):
+        got = join_liquidations(frame, subset, timeframe)
+        want = _join_by_timestamps(frame, subset, timeframe)
+        assert np.array_equal(got.to_numpy(), want.to_numpy(), equal_nan=True)
+    assert np.isfinite(got.to_numpy()).sum() > 20  # the venues cover some bars
