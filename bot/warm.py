@@ -56,8 +56,11 @@ PRELOAD = (
 )
 _ENV_PREFIXES = ("PYTHON", "CASCADE_", "ARROW_", "NUMBA_", "OMP_", "OPENBLAS_", "MKL_", "LD_", "LC_")
 _ENV_NAMES = frozenset({"TZ", "LANG", "HOME", "XDG_CACHE_HOME"})
+_LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CPU", "RLIMIT_CORE", "RLIMIT_STACK")
 _HEADER = struct.Struct("!I")
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+              signal.SIGWINCH, signal.SIGCONT)
+MAX_SERVERS = 4  # per user: a fifth identity (another checkout, folder or environment) runs cold
 _SOCKET_PREFIX = "cascade-warm-"
 
 
@@ -99,7 +102,10 @@ def identity(env: dict[str, str] | os._Environ[str] = os.environ, path: list[str
 
     path = absolute_path(sys.path if path is None else path)
     digest = hashlib.sha256()
-    parts: list[Any] = [sys.executable, sys.version, tuple(sys.flags), sys.warnoptions, path, os.getuid()]
+    import resource
+
+    limits = [resource.getrlimit(getattr(resource, name)) for name in _LIMITS]  # inherited by the server
+    parts: list[Any] = [sys.executable, sys.version, tuple(sys.flags), sys.warnoptions, path, os.getuid(), limits]
     parts.append(sorted((k, v) for k, v in env.items() if k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES))
     for folder in path:  # an install, upgrade or removal renames entries there (not a working folder)
         if os.path.basename(folder) in ("site-packages", "dist-packages"):
@@ -221,6 +227,7 @@ def run_remote(sock: socket.socket, argv: list[str]) -> int | None:
     sock.settimeout(None)
     pid = int(first["pid"])
     previous = {sig: signal.signal(sig, lambda signum, _frame: _forward(pid, signum)) for sig in _FORWARDED}
+    previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, lambda _signum, _frame: _suspend(pid))
     try:
         for reply in replies:
             if "exit" in reply:
@@ -240,6 +247,12 @@ def _forward(pid: int, signum: int) -> None:
         os.killpg(pid, signum)
     except OSError:
         pass
+
+
+def _suspend(pid: int) -> None:
+    """Ctrl-Z: stop the worker's group, then this process (``fg`` sends SIGCONT, which is forwarded)."""
+    _forward(pid, signal.SIGTSTP)
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _umask() -> int:
@@ -262,8 +275,12 @@ def exit_with(status: int) -> None:
 
 
 def start_server(key: str) -> None:
-    """Start a warm server for ``key`` in the background (detached; it closes when idle)."""
+    """Start a warm server for ``key`` in the background (detached; it closes when idle), unless this
+    user already runs :data:`MAX_SERVERS` of them."""
     import subprocess
+
+    if len(_server_keys()) >= MAX_SERVERS:
+        return
 
     code = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
             "from bot.warm import serve; serve(sys.argv[2])")
@@ -602,16 +619,20 @@ def _run_cli(argv: list[str]) -> int:
 # -- Status and stop (``cascade warm``) -------------------------------------------------------
 
 
-def servers() -> list[dict[str, Any]]:
-    """Every warm server of this user (from ``/proc/net/unix``), with what it reports of itself."""
+def _server_keys() -> list[str]:
+    """The keys of this user's warm-server sockets, from ``/proc/net/unix`` (abstract names start with @)."""
     prefix = f"@{_SOCKET_PREFIX}{os.getuid()}-"
     try:
         table = Path("/proc/net/unix").read_text().splitlines()[1:]
     except OSError:
         return []
-    keys = sorted({line.split()[-1][len(prefix):] for line in table
-                   if line.split() and line.split()[-1].startswith(prefix)})
-    return [info for key in keys if (info := control(key, "status")) is not None]
+    return sorted({fields[-1][len(prefix):] for line in table if (fields := line.split())
+                   and fields[-1].startswith(prefix)})
+
+
+def servers() -> list[dict[str, Any]]:
+    """Every warm server of this user, with what it reports of itself."""
+    return [info for key in _server_keys() if (info := control(key, "status")) is not None]
 
 
 def control(key: str, what: str) -> dict[str, Any] | None:

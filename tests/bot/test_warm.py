@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -205,6 +206,33 @@ def test_a_killed_caller_stops_its_command_and_a_killed_worker_kills_the_caller(
     assert server_for(env, tmp_path)["running"] == 0
 
 
+def test_ctrl_z_stops_the_worker_and_fg_resumes_it(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "probe.py").write_text(PROBE)
+    env = {**env, "WARM_PROBE": str(tmp_path / "probe.json")}
+    args = ["backtest", "--strategy", "probe.py", *SHORT, "--no-report", "--data-dir", str(SAMPLE),
+            "--output-dir", "out"]
+    assert cascade(*args, env=env, cwd=tmp_path).returncode == 0
+    server_for(env, tmp_path)
+    (tmp_path / "probe.json").unlink()
+    client = start(*args, env={**env, "WARM_PROBE_ACTION": "sleep"}, cwd=tmp_path)
+    worker = _probe_pid(tmp_path / "probe.json")
+    client.send_signal(signal.SIGTSTP)
+    _wait_state(client.pid, "T")
+    _wait_state(worker, "T")
+    client.send_signal(signal.SIGCONT)  # what the shell's fg does
+    _wait_state(worker, "S")
+    client.send_signal(signal.SIGINT)
+    assert client.wait(timeout=30) == 130
+
+
+def _wait_state(pid: int, state: str) -> None:
+    """Wait until ``/proc/<pid>/stat`` shows ``state`` (T stopped, S sleeping)."""
+    deadline = time.monotonic() + 15
+    while (now := Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != state:
+        assert time.monotonic() < deadline, f"process {pid} is {now}, not {state}"
+        time.sleep(0.05)
+
+
 def test_two_commands_at_once(env: dict[str, str], tmp_path: Path) -> None:
     assert cascade(*backtest_args(tmp_path / "first"), env=env).returncode == 0
     server_for(env)
@@ -232,7 +260,14 @@ def test_identity_follows_sources_and_import_environment(monkeypatch: pytest.Mon
     assert second != first
     (package / "b.py").write_text("")
     assert warm.identity(base) not in (first, second)
+    second = warm.identity(base)
     assert warm.identity(base, path=["/nowhere"]) != warm.identity(base)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft // 2, 64), hard))  # a server inherits the limits
+    try:
+        assert warm.identity(base) != second
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_idle_server_exits_and_off_starts_none(env: dict[str, str], tmp_path: Path) -> None:
