@@ -8,8 +8,8 @@ same import-relevant environment, which has already imported the command modules
 child takes the caller's stdin/stdout/stderr (passed as file descriptors), working directory,
 environment, umask and arguments, runs ``bot.cli.main`` exactly as the caller would have, and the
 caller exits with the child's status. The caller stays in the foreground and forwards the
-signals it gets (Ctrl-C, SIGTERM, SIGHUP) to the child; if the caller dies, the server stops the
-child. Each run is a fresh fork: nothing one command does is seen by the next.
+signals it gets (Ctrl-C, SIGTERM, SIGHUP, Ctrl-Z and ``fg``, …) to the child; if the caller dies,
+the server stops the child. Each run is a fresh fork: nothing one command does is seen by the next.
 
 Without a server the command runs in its own process as before, and starts one in the background
 for the next command; a server exits after ``CASCADE_WARM_IDLE`` seconds (default 600) without a
@@ -19,9 +19,10 @@ request. ``CASCADE_WARM=0`` turns warm start off; ``cascade warm`` lists the ser
 The server answers on a Linux abstract UNIX socket named after a hash of what the imports depend
 on (:func:`identity`): the interpreter and its flags, ``sys.path``, the size and modification time
 of every cascade source file and of the ``site-packages`` folders (an install or upgrade changes
-those), and the environment variables read at import time (``PYTHON*``, ``CASCADE_*``,
-``ARROW_*``, ``NUMBA_*``, thread-pool and locale variables). Any change gives another name, so a
-stale server is never asked. Both ends check the other's user id (``SO_PEERCRED``): a socket
+those), the resource limits (a server inherits them from the caller that started it), and the
+environment variables read at import time (``PYTHON*``, ``CASCADE_*``, ``ARROW_*``, ``NUMBA_*``,
+thread-pool and locale variables). Any change gives another name, so a stale server is never
+asked; a user runs at most :data:`MAX_SERVERS`. Both ends check the other's user id (``SO_PEERCRED``): a socket
 squatted by another user is neither served nor used.
 
 This module imports only the standard library at module level: it is what the executable loads
@@ -48,9 +49,9 @@ PACKAGES = ("bot", "backtests", "strategies")
 PRELOAD = (
     "bot.cli", "bot.commands.backtest", "bot.commands.liqmap", "bot.commands.strategies",
     "backtests.runner", "backtests.metrics", "backtests.engines", "backtests.engines.compiled",
-    "backtests.report.trades", "backtests.report.html", "bot.data", "bot.store", "bot.validation", "bot.progress",
-    "bot.risk.brackets", "bot.risk.params", "strategies.base", "strategies.loader", "strategies.liq_asymmetry", "strategies.funding_reversal",
-    "strategies.sr_levels", "strategies.confluence",
+    "backtests.report.trades", "backtests.report.html", "bot.data", "bot.store", "bot.validation",
+    "bot.progress", "bot.risk.brackets", "bot.risk.params", "strategies.base", "strategies.loader",
+    "strategies.liq_asymmetry", "strategies.funding_reversal", "strategies.sr_levels", "strategies.confluence",
     "pyarrow.csv", "pyarrow.parquet", "pyarrow.pandas_compat", "pandas.io.formats.csvs",
     "pydantic.dataclasses", "rich.live", "rich.status", "rich.table",
 )
@@ -99,11 +100,10 @@ def source_files(roots: Iterable[Path]) -> Iterator[Path]:
 def identity(env: dict[str, str] | os._Environ[str] = os.environ, path: list[str] | None = None) -> str:
     """The hash a warm server must share with this process to run its command (module docstring)."""
     import hashlib
+    import resource
 
     path = absolute_path(sys.path if path is None else path)
     digest = hashlib.sha256()
-    import resource
-
     limits = [resource.getrlimit(getattr(resource, name)) for name in _LIMITS]  # inherited by the server
     parts: list[Any] = [sys.executable, sys.version, tuple(sys.flags), sys.warnoptions, path, os.getuid(), limits]
     parts.append(sorted((k, v) for k, v in env.items() if k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES))
@@ -168,7 +168,8 @@ def _send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = 
     data = _HEADER.pack(len(payload)) + payload
     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
     sent = sock.sendmsg([data], ancillary)
-    sock.sendall(data[sent:])
+    if sent < len(data):  # (never send an empty rest: the server may have answered and closed already)
+        sock.sendall(data[sent:])
 
 
 def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
@@ -281,7 +282,6 @@ def start_server(key: str) -> None:
 
     if len(_server_keys()) >= MAX_SERVERS:
         return
-
     code = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
             "from bot.warm import serve; serve(sys.argv[2])")
     try:
@@ -466,6 +466,8 @@ def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
                 raise ValueError("truncated request")
             body += chunk
         request = json.loads(body)
+        if not isinstance(request, dict):
+            raise ValueError("a request is a JSON object")
         if "control" not in request and len(received) != 3:
             raise ValueError("a command needs stdin, stdout and stderr")
     except BaseException:
@@ -506,7 +508,7 @@ def _client_left(state: _ServerState, pid: int) -> None:
     if conn is None:
         return
     try:
-        data = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        data = conn.recv(4096, socket.MSG_DONTWAIT)  # a client only ever closes; anything else is dropped
     except BlockingIOError:
         return
     except OSError:

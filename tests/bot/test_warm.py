@@ -329,3 +329,21 @@ def _gone(pid: int) -> None:
             return
         assert time.monotonic() < deadline, f"process {pid} still runs"
         time.sleep(0.05)
+
+
+def test_a_request_sent_whole_sends_nothing_more() -> None:
+    """A server may answer and close as soon as it has the request: a trailing empty send would raise EPIPE."""
+    class Sock:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def sendmsg(self, buffers, ancillary):
+            self.sent.append(buffers[0])
+            return len(buffers[0])
+
+        def sendall(self, data):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    sock = Sock()
+    warm._send(sock, {"control": "status"})  # type: ignore[arg-type]
+    assert sock.sent == [b'\x00\x00\x00\x15{"control": "status"}']
