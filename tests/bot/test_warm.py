@@ -169,8 +169,12 @@ def test_errors_and_usage_are_the_same_warm(env: dict[str, str], tmp_path: Path)
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signals_reach_the_worker(env: dict[str, str], tmp_path: Path, sig: int, code: int) -> None:
+def _sleeping_command(env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen[str], int, dict[str, str],
+                                                                     list[str]]:
+    """A warm command whose strategy sleeps: (its caller, the worker's pid, the env and args used).
+
+    A first (cold) run of the same command starts the server and is waited for.
+    """
     (tmp_path / "probe.py").write_text(PROBE)
     env = {**env, "WARM_PROBE": str(tmp_path / "probe.json")}
     args = ["backtest", "--strategy", "probe.py", *SHORT, "--no-report", "--data-dir", str(SAMPLE),
@@ -179,7 +183,12 @@ def test_signals_reach_the_worker(env: dict[str, str], tmp_path: Path, sig: int,
     server_for(env, tmp_path)
     (tmp_path / "probe.json").unlink()
     client = start(*args, env={**env, "WARM_PROBE_ACTION": "sleep"}, cwd=tmp_path)
-    worker = _probe_pid(tmp_path / "probe.json")
+    return client, _probe_pid(tmp_path / "probe.json"), env, args
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_reach_the_worker(env: dict[str, str], tmp_path: Path, sig: int, code: int) -> None:
+    client, worker, env, args = _sleeping_command(env, tmp_path)
     client.send_signal(sig)
     _, err = client.communicate(timeout=30)
     assert client.returncode == code and err.strip().endswith("interrupted")
@@ -189,15 +198,7 @@ def test_signals_reach_the_worker(env: dict[str, str], tmp_path: Path, sig: int,
 
 def test_a_killed_caller_stops_its_command_and_a_killed_worker_kills_the_caller(env: dict[str, str],
                                                                                 tmp_path: Path) -> None:
-    (tmp_path / "probe.py").write_text(PROBE)
-    env = {**env, "WARM_PROBE": str(tmp_path / "probe.json")}
-    args = ["backtest", "--strategy", "probe.py", *SHORT, "--no-report", "--data-dir", str(SAMPLE),
-            "--output-dir", "out"]
-    assert cascade(*args, env=env, cwd=tmp_path).returncode == 0
-    server_for(env, tmp_path)
-    (tmp_path / "probe.json").unlink()
-    client = start(*args, env={**env, "WARM_PROBE_ACTION": "sleep"}, cwd=tmp_path)
-    worker = _probe_pid(tmp_path / "probe.json")
+    client, worker, env, args = _sleeping_command(env, tmp_path)
     client.kill()
     client.wait(timeout=10)
     _gone(worker)
@@ -207,15 +208,7 @@ def test_a_killed_caller_stops_its_command_and_a_killed_worker_kills_the_caller(
 
 
 def test_ctrl_z_stops_the_worker_and_fg_resumes_it(env: dict[str, str], tmp_path: Path) -> None:
-    (tmp_path / "probe.py").write_text(PROBE)
-    env = {**env, "WARM_PROBE": str(tmp_path / "probe.json")}
-    args = ["backtest", "--strategy", "probe.py", *SHORT, "--no-report", "--data-dir", str(SAMPLE),
-            "--output-dir", "out"]
-    assert cascade(*args, env=env, cwd=tmp_path).returncode == 0
-    server_for(env, tmp_path)
-    (tmp_path / "probe.json").unlink()
-    client = start(*args, env={**env, "WARM_PROBE_ACTION": "sleep"}, cwd=tmp_path)
-    worker = _probe_pid(tmp_path / "probe.json")
+    client, worker, env, args = _sleeping_command(env, tmp_path)
     client.send_signal(signal.SIGTSTP)
     _wait_state(client.pid, "T")
     _wait_state(worker, "T")
