@@ -172,17 +172,36 @@ def _send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = 
         sock.sendall(data[sent:])
 
 
-def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
-    """The server's replies, one JSON object per line, until it closes the connection."""
-    buffer = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            yield json.loads(line)
+class _Replies:
+    """The server's replies on ``sock``: one JSON object per line.
+
+    Read in short timeouts, so that Python runs every signal handler promptly. A blocking ``recv``
+    that is retried in C after EINTR would sleep past a signal that arrived while another handler
+    ran, for example a Ctrl-C right after ``fg``.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        sock.settimeout(0.2)
+
+    def next(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next reply; None when the server closed the connection. ``TimeoutError`` after ``timeout`` s."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise
+                continue
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
 
 
 def _stdio() -> list[dict[str, Any]] | None:
@@ -215,9 +234,8 @@ def run_remote(sock: socket.socket, argv: list[str]) -> int | None:
                "umask": _umask(), "stdio": stdio, "main_package": getattr(main, "__package__", None)}
     try:
         _send(sock, request, [0, 1, 2])
-        sock.settimeout(120.0)  # a server that has just started may still be importing
-        replies = _lines(sock)
-        first = next(replies, None)
+        replies = _Replies(sock)
+        first = replies.next(120.0)  # a server that has just started may still be importing
     except (OSError, ValueError):
         return None
     except KeyboardInterrupt:  # Ctrl-C before the command started: the server drops it (we hang up)
@@ -225,12 +243,11 @@ def run_remote(sock: socket.socket, argv: list[str]) -> int | None:
         return 130
     if not first or "pid" not in first:
         return None
-    sock.settimeout(None)
     pid = int(first["pid"])
     previous = {sig: signal.signal(sig, lambda signum, _frame: _forward(pid, signum)) for sig in _FORWARDED}
     previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, lambda _signum, _frame: _suspend(pid))
     try:
-        for reply in replies:
+        while (reply := replies.next(None)) is not None:
             if "exit" in reply:
                 return int(reply["exit"])
     except (OSError, ValueError):
@@ -243,7 +260,31 @@ def run_remote(sock: socket.socket, argv: list[str]) -> int | None:
     return 1
 
 
+_stopped: list[bool] = [False]  # the worker was stopped by our Ctrl-Z and not resumed yet
+
+
 def _forward(pid: int, signum: int) -> None:
+    """Send ``signum`` to the worker's process group, resuming the group first after a Ctrl-Z.
+
+    A signal that reaches a stopped (or just resumed) process may be taken by any of its threads
+    when they wake, not by the main thread, which alone runs Python's handlers and is asleep in a
+    system call that then resumes as if nothing happened: the Ctrl-C would be lost. Python runs
+    pending handlers in signal-number order, so a Ctrl-C (or bash's SIGTERM for ``kill %1``) that
+    comes with fg's SIGCONT is handled here first. So after a Ctrl-Z the group is resumed first
+    and given a moment to settle back into its calls before the signal is sent.
+    """
+    if _stopped[0] and signum not in (signal.SIGTSTP, signal.SIGCONT):
+        import time
+
+        _stopped[0] = False
+        _killpg(pid, signal.SIGCONT)
+        time.sleep(0.1)
+    elif signum == signal.SIGCONT:
+        _stopped[0] = False
+    _killpg(pid, signum)
+
+
+def _killpg(pid: int, signum: int) -> None:
     try:
         os.killpg(pid, signum)
     except OSError:
@@ -251,8 +292,9 @@ def _forward(pid: int, signum: int) -> None:
 
 
 def _suspend(pid: int) -> None:
-    """Ctrl-Z: stop the worker's group, then this process (``fg`` sends SIGCONT, which is forwarded)."""
+    """Ctrl-Z: stop the worker's group, then this process (``fg`` resumes both: :func:`_forward`)."""
     _forward(pid, signal.SIGTSTP)
+    _stopped[0] = True
     os.kill(os.getpid(), signal.SIGSTOP)
 
 
@@ -643,9 +685,8 @@ def control(key: str, what: str) -> dict[str, Any] | None:
     if sock is None:
         return None
     try:
-        sock.settimeout(10.0)
         _send(sock, {"control": what})
-        return next(_lines(sock), None)
+        return _Replies(sock).next(10.0)
     except (OSError, ValueError):
         return None
     finally:

@@ -214,6 +214,10 @@ def test_ctrl_z_stops_the_worker_and_fg_resumes_it(env: dict[str, str], tmp_path
     _wait_state(worker, "T")
     client.send_signal(signal.SIGCONT)  # what the shell's fg does
     _wait_state(worker, "S")
+    client.send_signal(signal.SIGTSTP)
+    _wait_state(client.pid, "T")
+    _wait_state(worker, "T")
+    client.send_signal(signal.SIGCONT)  # and Ctrl-C at once: it arrives while fg's handler runs
     client.send_signal(signal.SIGINT)
     assert client.wait(timeout=30) == 130
 
