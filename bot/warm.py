@@ -21,7 +21,7 @@ on (:func:`identity`): the interpreter and its flags, ``sys.path``, the size and
 of every cascade source file and of the ``site-packages`` folders (an install or upgrade changes
 those), the resource limits (a server inherits them from the caller that started it), and the
 environment variables read at import time (``PYTHON*``, ``CASCADE_*``, ``ARROW_*``, ``NUMBA_*``,
-thread-pool and locale variables). Any change gives another name, so a stale server is never
+``NUMPY_*``, ``PANDAS_*``, typer's, thread-pool and locale variables). Any change gives another name, so a stale server is never
 asked; a user runs at most :data:`MAX_SERVERS`. Both ends check the other's user id (``SO_PEERCRED``): a socket
 squatted by another user is neither served nor used.
 
@@ -55,7 +55,8 @@ PRELOAD = (
     "pyarrow.csv", "pyarrow.parquet", "pyarrow.pandas_compat", "pandas.io.formats.csvs",
     "pydantic.dataclasses", "rich.live", "rich.status", "rich.table",
 )
-_ENV_PREFIXES = ("PYTHON", "CASCADE_", "ARROW_", "NUMBA_", "OMP_", "OPENBLAS_", "MKL_", "LD_", "LC_")
+_ENV_PREFIXES = ("PYTHON", "CASCADE_", "ARROW_", "PYARROW_", "NUMBA_", "NUMPY_", "PANDAS_", "TYPER_", "_TYPER",
+                 "OMP_", "OPENBLAS_", "MKL_", "LD_", "LC_")
 _ENV_NAMES = frozenset({"TZ", "LANG", "HOME", "XDG_CACHE_HOME"})
 _LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CPU", "RLIMIT_CORE", "RLIMIT_STACK")
 _HEADER = struct.Struct("!I")
