@@ -21,9 +21,9 @@ on (:func:`identity`): the interpreter and its flags, ``sys.path``, the size and
 of every cascade source file and of the ``site-packages`` folders (an install or upgrade changes
 those), the resource limits (a server inherits them from the caller that started it), and the
 environment variables read at import time (``PYTHON*``, ``CASCADE_*``, ``ARROW_*``, ``NUMBA_*``,
-``NUMPY_*``, ``PANDAS_*``, typer's, thread-pool and locale variables). Any change gives another name, so a stale server is never
-asked; a user runs at most :data:`MAX_SERVERS`. Both ends check the other's user id (``SO_PEERCRED``): a socket
-squatted by another user is neither served nor used.
+``NUMPY_*``, ``PANDAS_*``, typer's, thread-pool and locale variables). Any change gives another
+name, so a stale server is never asked; a user runs at most :data:`MAX_SERVERS`. Both ends check
+the other's user id (``SO_PEERCRED``): a socket squatted by another user is neither served nor used.
 
 This module imports only the standard library at module level: it is what the executable loads
 before deciding where to run.
