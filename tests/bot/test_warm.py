@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -133,6 +134,23 @@ def test_warm_run_equals_the_cold_run(env: dict[str, str], tmp_path: Path) -> No
     (cold_dir,), (warm_dir,) = (list((tmp_path / d).iterdir()) for d in ("cold", "warm"))
     for name in ("trades.csv", "stats.json", "equity.parquet"):
         assert (warm_dir / name).read_bytes() == (cold_dir / name).read_bytes(), name
+
+
+def test_warm_liqmap_and_strategies_equal_the_cold_ones(env: dict[str, str], tmp_path: Path) -> None:
+    liqmap = ["liqmap", "--from", "2025-06-01", "--to", "2025-06-08", "--json", "--data-dir", str(SAMPLE)]
+    cold = cascade(*liqmap, "--output", str(tmp_path / "cold.html"), env=env)
+    assert cold.returncode == 0, cold.stderr
+    server_for(env)
+    hot = cascade(*liqmap, "--output", str(tmp_path / "warm.html"), env=env)
+    assert hot.returncode == 0, hot.stderr
+    assert json.loads(hot.stdout.splitlines()[-1]) == json.loads(cold.stdout.splitlines()[-1].replace("cold.html",
+                                                                                                     "warm.html"))
+    uuid_pattern = rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # plotly's div ids: random
+    html = [re.sub(uuid_pattern, b"ID", (tmp_path / f"{name}.html").read_bytes()) for name in ("cold", "warm")]
+    assert html[0] == html[1]
+    strategies = [cascade("strategies", "--json", env=env) for _ in range(2)]
+    assert strategies[0].returncode == 0 and strategies[0].stdout == strategies[1].stdout
+    assert server_for(env)["served"] == 3
 
 
 def test_worker_takes_the_callers_directory_environment_umask_and_stdin(env: dict[str, str], tmp_path: Path) -> None:
