@@ -36,6 +36,7 @@ The last stdout line is JSON (``{"bench": "whole", ...}``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -98,8 +99,10 @@ def warm_server() -> dict[str, Any] | None:
     return None
 
 
+@functools.cache
 def _warm_key() -> str:
-    code = "from bot import warm; print(warm.identity())"  # from ROOT: the sys.path of `python -m bot` there
+    """The identity `python -m bot` computes in ROOT, asked once of a child (its sys.path is what counts)."""
+    code = "from bot import warm; print(warm.identity())"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env({"CASCADE_WARM": "1"}), check=True,
                          capture_output=True, text=True)
     return out.stdout.strip()

@@ -38,7 +38,9 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -188,8 +190,6 @@ class _Replies:
 
     def next(self, timeout: float | None) -> dict[str, Any] | None:
         """The next reply; None when the server closed the connection. ``TimeoutError`` after ``timeout`` s."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self.buffer:
             try:
@@ -275,8 +275,6 @@ def _forward(pid: int, signum: int) -> None:
     and given a moment to settle back into its calls before the signal is sent.
     """
     if _stopped[0] and signum not in (signal.SIGTSTP, signal.SIGCONT):
-        import time
-
         _stopped[0] = False
         _killpg(pid, signal.SIGCONT)
         time.sleep(0.1)
@@ -361,7 +359,6 @@ def serve(key: str) -> None:
     """Serve the commands of clients whose :func:`identity` is ``key`` until idle (module docstring)."""
     import gc
     import selectors
-    import time
 
     if identity() != key:  # this interpreter would not run the command as the client would
         return
@@ -401,19 +398,22 @@ def serve(key: str) -> None:
         _reap(state)
 
 
+@dataclass
 class _ServerState:
     """What the server loop keeps: its listener, selector, and the running workers (pid → connection)."""
 
-    def __init__(self, **fields: Any) -> None:
-        import time
-
-        self.__dict__.update(fields)
-        self.workers: dict[int, socket.socket] = {}
-        self.orphans: set[int] = set()  # workers whose client hung up
-        self.served = 0
-        self.last_peak_rss_mib: float | None = None  # of the last finished command, preloaded pages included
-        self.accepting = True
-        self.last = time.monotonic()
+    key: str
+    started: float  # wall-clock time, for ``cascade warm``
+    idle: float  # seconds without a command before the server exits
+    listener: socket.socket
+    selector: Any
+    wake: tuple[int, int]  # the signal wake-up pipe (read end, write end)
+    workers: dict[int, socket.socket] = field(default_factory=dict)
+    orphans: set[int] = field(default_factory=set)  # workers whose client hung up
+    served: int = 0
+    last_peak_rss_mib: float | None = None  # of the last finished command, preloaded pages included
+    accepting: bool = True
+    last: float = field(default_factory=time.monotonic)  # when the last command started or ended
 
     def stop_accepting(self) -> None:
         if self.accepting:
@@ -424,7 +424,6 @@ class _ServerState:
 
 def _accept(state: _ServerState) -> None:
     import selectors
-    import time
 
     try:
         conn, _ = state.listener.accept()
@@ -464,8 +463,6 @@ def _accept(state: _ServerState) -> None:
 
 
 def _control(state: _ServerState, conn: socket.socket, control: str) -> None:
-    import time
-
     reply = {"pid": os.getpid(), "key": state.key, "started": state.started, "served": state.served,
              "running": len(state.workers), "idle_s": round(time.monotonic() - state.last, 1),
              "last_peak_rss_mib": state.last_peak_rss_mib, "rss_mib": _rss_mib(),
@@ -521,8 +518,6 @@ def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
 
 
 def _reap(state: _ServerState) -> None:
-    import time
-
     while state.workers:
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
